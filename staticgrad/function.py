@@ -1,0 +1,215 @@
+"""Run stage: ``sg.function`` turns outputs (and parameter updates) into a callable.
+
+It checks the graph once (every placeholder listed, update shapes and dtypes), hands it to a
+backend, and on each call checks the arguments against a plan cached per shape signature,
+runs, and only then writes parameter updates, so a call that fails changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import dtypes as dt
+from . import reference
+from . import shapes as sh
+from .graph import Graph
+from .ops import REGISTRY, Kind, broadcast_to, cast
+from .tensor import Parameter, Tensor, as_tensor, location, toposort
+
+
+@dataclass
+class Plan:
+    """Everything about one shape signature of the arguments, worked out on its first call."""
+    env: dict      # call-time size symbol -> int
+    shapes: dict   # id(node) -> concrete shape
+
+
+class Function:
+    """A compiled graph: call it with arrays for its placeholders, in order.
+
+    >>> import numpy as np, staticgrad as sg
+    >>> x = sg.placeholder((None,), name="x")
+    >>> f = sg.function([x], sg.sum(x * x), backend="numpy")
+    >>> float(f(np.array([1.0, 2.0])))
+    5.0
+    """
+
+    def __init__(self, inputs, outputs, updates=None, backend: str = "numba"):
+        self.inputs: list = check_inputs(inputs)
+        self.single: bool = not isinstance(outputs, (list, tuple))
+        self.outputs: list = [as_tensor(o) for o in ([outputs] if self.single else outputs)]
+        self.updates: list = check_updates(updates or [])
+        self.backend = backend
+        targets = self.outputs + [value for _, value in self.updates]
+        check_closed(targets, self.inputs)
+        if backend == "numpy":
+            self.graph = Graph(targets)
+            self.program = reference.Program(self.graph.nodes, self.inputs, targets)
+        elif backend == "numba":
+            from . import codegen
+            self.program = codegen.compile_function(self.inputs, targets)
+            self.graph = self.program.graph
+        else:
+            raise ValueError(f"unknown backend {backend!r}: use 'numba' or 'numpy'")
+        self.stats: dict = getattr(self.program, "stats", {})
+        self._plans: dict = {}
+
+    @property
+    def kernels(self) -> list:
+        """The fused loop groups, in the order they run."""
+        return self.program.kernels
+
+    @property
+    def source(self) -> str:
+        """The generated Python/Numba module."""
+        return self.program.source
+
+    def __call__(self, *args):
+        if len(args) != len(self.inputs):
+            names = ", ".join(repr(p.name or f"input {k}") for k, p in enumerate(self.inputs))
+            raise TypeError(f"this function takes {len(self.inputs)} argument(s) ({names}), "
+                            f"got {len(args)}")
+        arrays = [coerce(a, p) for a, p in zip(args, self.inputs)]
+        key = tuple(a.shape for a in arrays)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = make_plan(self.graph.nodes, self.inputs, key)
+        results = self.program.run(arrays, plan)
+        n = len(self.outputs)
+        for (param, _), value in zip(self.updates, results[n:]):
+            np.copyto(param.value, value, casting="unsafe")
+        return results[0] if self.single else results[:n]
+
+    def __repr__(self) -> str:
+        names = ", ".join(p.name or "?" for p in self.inputs)
+        return (f"<staticgrad.Function ({names}) -> {len(self.outputs)} output(s), "
+                f"{len(self.updates)} update(s), backend={self.backend!r}>")
+
+
+def function(inputs, outputs, updates=None, backend: str = "numba") -> Function:
+    """Compile ``outputs`` (a tensor, or a list) of the placeholders ``inputs`` into a callable.
+
+    ``updates=[(parameter, new_value), ...]`` writes new parameter values after each call, all
+    computed from the values before it. ``backend`` is ``"numba"`` (fused, compiled loops) or
+    ``"numpy"`` (the node-by-node reference).
+
+    >>> import numpy as np, staticgrad as sg
+    >>> x = sg.placeholder((), name="x")
+    >>> w = sg.parameter(1.0, name="w")
+    >>> step = sg.function([x], (x - w) ** 2, updates=[(w, w + 1.0)], backend="numpy")
+    >>> float(step(3.0)), float(w.value)
+    (4.0, 2.0)
+    """
+    return Function(inputs, outputs, updates, backend)
+
+
+def check_inputs(inputs) -> list:
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    for k, p in enumerate(inputs):
+        if not isinstance(p, Tensor) or p.leaf != "placeholder":
+            raise TypeError(f"function: input {k} must be a placeholder, got {p!r}")
+    if len({id(p) for p in inputs}) != len(inputs):
+        raise ValueError("function: a placeholder is listed twice among the inputs")
+    return inputs
+
+
+def check_updates(updates) -> list:
+    out, seen = [], set()
+    for pair in updates:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"function: an update must be a (parameter, value) pair, got {pair!r}")
+        param, value = pair
+        if not isinstance(param, Parameter):
+            raise TypeError(f"function: only parameters can be updated, got {param!r}")
+        if id(param) in seen:
+            raise ValueError(f"function: parameter {param.name!r} is updated twice")
+        seen.add(id(param))
+        value = as_tensor(value)
+        dt.check_castable(value.dtype, param.dtype, f"function: update of {param.name!r}")
+        if value.dims != param.dims:
+            try:
+                value = broadcast_to(value, param.dims)
+            except ValueError:
+                raise ValueError(f"function: the update of parameter {param.name!r} has shape "
+                                 f"{sh.show(value.dims)}, the parameter {sh.show(param.dims)}"
+                                 ) from None
+        out.append((param, cast(value, param.dtype)))
+    return out
+
+
+def check_closed(targets: Sequence[Tensor], inputs: Sequence[Tensor]) -> None:
+    """Every placeholder, and every call-time size, the targets need must come from ``inputs``."""
+    listed = {id(p) for p in inputs}
+    known = set().union(*(sh.symbols_in(p.dims) for p in inputs)) if inputs else set()
+    for node in toposort(targets):
+        if node.leaf == "placeholder" and id(node) not in listed:
+            raise ValueError(f"function: the outputs depend on placeholder "
+                             f"{node.name or '(unnamed)'} {sh.show(node.dims)} (built at "
+                             f"{location(node.source)}), which is not among the inputs")
+        missing = sh.symbols_in(node.dims) | sh.symbols_in(tuple(v for _, v in node.attrs))
+        missing -= known
+        if missing:
+            raise ValueError(f"function: the outputs depend on the call-time size "
+                             f"{', '.join(map(repr, missing))} of a placeholder that is not "
+                             f"among the inputs (node {node.op or node.leaf} at "
+                             f"{location(node.source)})")
+
+
+def coerce(arg, p: Tensor) -> np.ndarray:
+    """The argument as an array of the placeholder's dtype (casting as NumPy's same_kind)."""
+    if type(arg) is np.ndarray and arg.dtype == p.dtype:
+        return arg
+    array = np.asarray(arg)
+    if array.dtype != p.dtype:
+        if not np.can_cast(array.dtype, p.dtype, casting="same_kind"):
+            raise TypeError(f"placeholder {p.name!r}: got {array.dtype} data, which does not "
+                            f"cast safely (same_kind) to {p.dtype}")
+        array = array.astype(p.dtype)
+    return array
+
+
+def make_plan(nodes: Sequence[Tensor], placeholders: Sequence[Tensor], arg_shapes) -> Plan:
+    """Bind call-time sizes from the arguments and check every node's shape rule on them."""
+    env: dict = {}
+    for p, shape in zip(placeholders, arg_shapes):
+        if len(shape) != p.ndim:
+            raise ValueError(f"placeholder {p.name!r}: expected {p.ndim} dimensions "
+                             f"{sh.show(p.dims)}, got shape {shape}")
+        for axis, (d, n) in enumerate(zip(p.dims, shape)):
+            if sh.is_static(d):
+                if d != n:
+                    raise ValueError(f"placeholder {p.name!r}: axis {axis} has size {n}, "
+                                     f"expected {d} (shape {sh.show(p.dims)}, got {shape})")
+                continue
+            (sym,), _ = d.terms[0]
+            if env.setdefault(sym, n) != n:
+                raise ValueError(f"placeholder {p.name!r}: axis {axis} has size {n}, but size "
+                                 f"{sym!r} is {env[sym]} from another argument")
+    shapes = {}
+    for node in nodes:
+        expected = sh.evaluate(node.dims, env)
+        if node.op is not None:
+            check_node(node, [shapes[id(i)] for i in node.inputs], expected, env)
+        shapes[id(node)] = expected
+    return Plan(env, shapes)
+
+
+def check_node(node: Tensor, in_shapes: list, expected: tuple, env: dict) -> None:
+    opdef = REGISTRY[node.op]
+    try:
+        actual = tuple(opdef.shape(in_shapes, **{k: sh.evaluate(v, env) for k, v in node.attrs}))
+        if actual != expected:
+            raise ValueError(f"gives shape {actual} where the graph expects {expected}")
+        if opdef.kind is Kind.ELEMENTWISE or node.op == "broadcast_to":
+            for dim, n, m in sh.dynamic_broadcast_violations([i.dims for i in node.inputs],
+                                                             node.dims, env):
+                raise ValueError(f"size {dim!r} is {n} at call time and would broadcast to "
+                                 f"{m}; the graph was built assuming it is not broadcast "
+                                 f"(declare that size as 1 to broadcast it)")
+    except (ValueError, TypeError) as err:
+        operands = ", ".join(str(s) for s in in_shapes)
+        raise ValueError(f"{node.op}: {err}; operand shapes {operands} at this call — built at "
+                         f"{location(node.source)}") from None

@@ -1,0 +1,156 @@
+"""Ops: one ``OpDef`` record per primitive, holding every rule about it in one place.
+
+An ``OpDef`` carries the shape and dtype rule (run when a node is built), the NumPy reference
+(the oracle, and constant folding), the loop template for generated code and the symbolic VJP.
+The family helpers below register a record and return the user-facing function, so an op is
+defined by one statement in ``elementwise.py``, ``reduce.py``, ``movement.py`` or ``linalg.py``;
+``composite.py`` builds the rest (softmax, mean, clip, ...) from primitives.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, auto
+
+import numpy as np
+
+from .. import dtypes as dt
+from .. import shapes as sh
+from ..tensor import Tensor, apply, as_tensor, build_error
+
+
+class Kind(Enum):
+    ELEMENTWISE = auto()  # fusible; ``loop`` is a scalar expression template over {0}, {1}...
+    REDUCE = auto()       # fusible as a loop tail; ``loop`` combines accumulator {0} and {1}
+    MOVEMENT = auto()     # an index map: reshape, transpose, slice, broadcast, gather
+    OPAQUE = auto()       # a fusion barrier with a hand-written kernel (matmul)
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: Kind
+    shape: Callable[..., tuple]        # (input shapes, **attrs) -> output shape
+    dtype: Callable[..., np.dtype]     # (input dtypes, **attrs) -> output dtype
+    numpy: Callable[..., np.ndarray]   # (*input arrays, **attrs) -> output array
+    vjp: Callable | None = None        # (g, y, *inputs, **attrs) -> one Tensor|None per input
+    loop: str | Callable | None = None  # code template; a callable gets the output dtype
+    keeps_weak: bool = True            # all-weak inputs give a weak result (NumPy 2 scalars)
+    domain: tuple = (-2.0, 2.0)        # where tests sample inputs (inside the op's domain)
+    init: float | None = None          # REDUCE only: the accumulator's starting value
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in REGISTRY:
+        raise ValueError(f"op {opdef.name!r} is defined twice")
+    REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def promote(*values) -> list:
+    """Tensors for the operands; weak ones (Python scalars) cast to the strong operands' dtype."""
+    xs = [as_tensor(v) for v in values]
+    if all(x.weak for x in xs) or not any(x.weak for x in xs):
+        return xs
+    common = dt.common_dtype([x.dtype for x in xs], [x.weak for x in xs])
+    return [cast(x, common) if x.weak and x.dtype != common else x for x in xs]
+
+
+def elementwise_shape(shapes, **_):
+    return sh.broadcast_shapes(*shapes)
+
+
+def ufunc_rule(ufunc: np.ufunc) -> Callable:
+    return lambda dtypes, **_: dt.ufunc_dtype(ufunc, dtypes)
+
+
+def float_rule(dtypes, **_):
+    """Transcendental functions: floats keep their dtype, integers compute in float64."""
+    return dt.ufunc_dtype(np.exp, dtypes[:1])
+
+
+def unary(name: str, numpy: Callable, loop, vjp=None, dtype=None, domain=(-2.0, 2.0)):
+    register(OpDef(name, Kind.ELEMENTWISE, elementwise_shape,
+                   dtype or (ufunc_rule(numpy) if isinstance(numpy, np.ufunc) else float_rule),
+                   numpy, vjp, loop, domain=domain))
+    return lambda x: apply(name, [as_tensor(x)])
+
+
+def binary(name: str, numpy: Callable, loop, vjp=None, dtype=None, domain=(-2.0, 2.0),
+           keeps_weak=True):
+    register(OpDef(name, Kind.ELEMENTWISE, elementwise_shape, dtype or ufunc_rule(numpy),
+                   numpy, vjp, loop, keeps_weak=keeps_weak, domain=domain))
+    return lambda a, b: apply(name, promote(a, b))
+
+
+def reduction(name: str, numpy: Callable, loop, init, vjp=None, dtype=None):
+    """A reduction over ``axis`` (None: all) with NumPy's ``keepdims``."""
+    def shape(shapes, axes, keepdims):
+        (x,) = shapes
+        if keepdims:
+            return tuple(1 if a in axes else d for a, d in enumerate(x))
+        return tuple(d for a, d in enumerate(x) if a not in axes)
+
+    register(OpDef(name, Kind.REDUCE, shape, dtype or (lambda dtypes, **_: dtypes[0]),
+                   lambda x, axes, keepdims: numpy(x, axis=axes, keepdims=keepdims),
+                   vjp, loop, keeps_weak=False, init=init))
+
+    def reduce(x, axis=None, keepdims=False) -> Tensor:
+        x = as_tensor(x)
+        try:
+            axes = sh.normalize_axes(axis, x.ndim)
+        except ValueError as err:
+            raise build_error(err, name, [x]) from None
+        return apply(name, [x], axes=axes, keepdims=bool(keepdims))
+
+    return reduce
+
+
+@functools.cache
+def accumulated_dtype(numpy_reduce: Callable, dtype: np.dtype) -> np.dtype:
+    """The dtype NumPy's reduction gives (int32 sums to int64, float32 stays float32)."""
+    return numpy_reduce(np.zeros(1, dtype)).dtype
+
+
+def defop(name: str, kind: Kind, shape, dtype, numpy, vjp=None, **fields) -> OpDef:
+    """Register an op that is not of a family (movement ops, matmul): its rules spelled out."""
+    return register(OpDef(name, kind, shape, dtype, numpy, vjp, **fields))
+
+
+def same_dtype(dtypes, **_):
+    return dtypes[0]
+
+
+def cast(x, dtype) -> Tensor:
+    """``x`` converted to ``dtype`` (NumPy ``astype``); gradients flow back in ``x``'s dtype.
+
+    >>> import numpy as np, staticgrad as sg
+    >>> sg.cast(sg.placeholder((3,), np.int32), np.float32).dtype
+    dtype('float32')
+    """
+    x = as_tensor(x)
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype and not x.weak:
+        return x
+    return apply("cast", [x], to=dtype)
+
+
+def cast_vjp(g, y, x, to):
+    return [cast(g, x.dtype)] if dt.is_float(x.dtype) and dt.is_float(to) else [None]
+
+
+register(OpDef("cast", Kind.ELEMENTWISE, elementwise_shape, lambda dtypes, to: to,
+               lambda x, to: np.asarray(x).astype(to), cast_vjp,
+               loop=lambda dtype: f"np.{dtype.name}({{0}})", keeps_weak=False))
+
+from .composite import *  # noqa: E402,F401,F403
+from .elementwise import *  # noqa: E402,F401,F403
+from .linalg import *  # noqa: E402,F401,F403
+from .movement import *  # noqa: E402,F401,F403
+from .reduce import *  # noqa: E402,F401,F403
+

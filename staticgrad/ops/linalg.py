@@ -1,0 +1,83 @@
+"""Matrix products: the ``matmul`` primitive (a BLAS call in generated code) and NumPy's
+``matmul``/``dot`` semantics (1-D operands, batch broadcasting) built around it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes as dt
+from .. import shapes as sh
+from ..tensor import Tensor, apply, build_error
+from . import Kind, defop, promote
+from .elementwise import multiply
+from .movement import broadcast_to, reshape, swapaxes, transpose
+
+__all__ = ["matmul", "dot"]
+
+
+def matmul_shape(shapes):
+    a, b = shapes
+    if len(a) < 2 or len(b) < 2 or a[:-2] != b[:-2]:
+        raise ValueError("the primitive needs operands of 2 or more dimensions with equal "
+                         "batch sizes")
+    if a[-1] != b[-2] and sh.is_static(a[-1]) and sh.is_static(b[-2]):
+        raise ValueError(f"inner sizes {a[-1]} and {b[-2]} do not match")
+    return a[:-1] + b[-1:]
+
+
+def last_two_swapped(x: Tensor) -> Tensor:
+    return swapaxes(x, -1, -2)
+
+
+defop("matmul", Kind.OPAQUE, matmul_shape, lambda dtypes: dt.ufunc_dtype(np.matmul, dtypes),
+      np.matmul,
+      lambda g, y, a, b: [matmul(g, last_two_swapped(b)), matmul(last_two_swapped(a), g)],
+      loop="np.dot({0}, {1})")
+
+
+def matmul(a, b) -> Tensor:
+    """The matrix product ``a @ b`` with NumPy's rules for 1-D operands and batches.
+
+    >>> import staticgrad as sg
+    >>> x, w = sg.placeholder((None, 1000)), sg.placeholder((1000, 100))
+    >>> (x @ w).shape
+    (None, 100)
+    """
+    a, b = promote(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise build_error(ValueError("operands must have at least one dimension (use * for "
+                                     "scalars)"), "matmul", [a, b])
+    a2 = reshape(a, (1,) + a.dims) if a.ndim == 1 else a
+    b2 = reshape(b, b.dims + (1,)) if b.ndim == 1 else b
+    if a2.dims[-1] != b2.dims[-2] and sh.is_static(a2.dims[-1]) and sh.is_static(b2.dims[-2]):
+        raise build_error(ValueError(f"inner sizes {a2.dims[-1]} and {b2.dims[-2]} do not "
+                                     "match"), "matmul", [a, b])
+    try:
+        batch = sh.broadcast_shapes(a2.dims[:-2], b2.dims[:-2])
+    except ValueError as err:
+        raise build_error(err, "matmul", [a, b]) from None
+    a2 = broadcast_to(a2, batch + a2.dims[-2:])
+    b2 = broadcast_to(b2, batch + b2.dims[-2:])
+    out = apply("matmul", [a2, b2])
+    dims = batch + (a.dims[-2:-1] if a.ndim > 1 else ()) + (b.dims[-1:] if b.ndim > 1 else ())
+    return reshape(out, dims)
+
+
+def dot(a, b) -> Tensor:
+    """NumPy's ``dot``: a product summing the last axis of ``a`` with the second-to-last of
+    ``b`` (the last if ``b`` is 1-D); a scalar operand multiplies.
+
+    >>> import staticgrad as sg
+    >>> sg.dot(sg.placeholder((2, 3, 4)), sg.placeholder((5, 4, 6))).shape
+    (2, 3, 5, 6)
+    """
+    a, b = promote(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        return multiply(a, b)
+    if b.ndim <= 2:
+        return matmul(a, b)
+    k = b.dims[-2]
+    moved = transpose(b, (b.ndim - 2,) + tuple(range(b.ndim - 2)) + (b.ndim - 1,))
+    out = matmul(reshape(a, (-1, a.dims[-1])), reshape(moved, (k, -1)))
+    return reshape(out, a.dims[:-1] + b.dims[:-2] + b.dims[-1:])

@@ -1,0 +1,50 @@
+"""Reference executor (``backend="numpy"``): runs the graph node by node with each op's NumPy
+rule. It is the oracle every compiled backend is tested against, so it stays this simple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import shapes as sh
+from .ops import REGISTRY
+from .tensor import Tensor
+
+
+def evaluate(nodes: Sequence[Tensor], feeds: dict, env: dict) -> dict:
+    """Values of ``nodes`` (topologically ordered) given placeholder ``feeds`` (by ``id``) and the
+    call-time sizes ``env``; parameters are read from their current ``.value``."""
+    values: dict = {}
+    with np.errstate(all="ignore"):  # NaN and inf propagate silently, as in compiled code
+        for node in nodes:
+            if node.leaf == "placeholder":
+                values[id(node)] = feeds[id(node)]
+            elif node.leaf is not None:
+                values[id(node)] = node.value
+            else:
+                args = [values[id(i)] for i in node.inputs]
+                attrs = {k: sh.evaluate(v, env) for k, v in node.attrs}
+                out = np.asarray(REGISTRY[node.op].numpy(*args, **attrs))
+                values[id(node)] = out.astype(node.dtype, copy=False)
+    return values
+
+
+class Program:
+    """What ``sg.function`` runs for ``backend="numpy"``: evaluate, then copy the results."""
+
+    kernels: list = []
+    source = "# backend='numpy' runs the graph node by node; there is no generated code"
+
+    def __init__(self, nodes: Sequence[Tensor], placeholders: Sequence[Tensor],
+                 targets: Sequence[Tensor]):
+        self.nodes = list(nodes)
+        self.placeholders = list(placeholders)
+        self.targets = list(targets)
+
+    def run(self, arrays: Sequence[np.ndarray], plan) -> list:
+        feeds = {id(p): a for p, a in zip(self.placeholders, arrays)}
+        values = evaluate(self.nodes, feeds, plan.env)
+        # copies: a result must not alias an argument, a parameter or another result
+        return [np.array(values[id(t)]) for t in self.targets]
