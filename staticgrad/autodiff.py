@@ -14,7 +14,7 @@ import numpy as np
 from . import dtypes as dt
 from . import shapes as sh
 from .ops import REGISTRY, add, broadcast_to, cast, reshape, sum, zeros_like
-from .tensor import Tensor, as_tensor, backward_of, build_error, toposort
+from .tensor import Tensor, as_tensor, backward_of, build_error, location, toposort, user_line
 
 
 def grad(outputs, inputs, grad_outputs=None):
@@ -39,11 +39,12 @@ def grad(outputs, inputs, grad_outputs=None):
     if grad_outputs is None or (not isinstance(grad_outputs, (list, tuple)) and len(outs) == 1):
         grad_outputs = [grad_outputs] * len(outs) if grad_outputs is None else [grad_outputs]
     if len(grad_outputs) != len(outs):
-        raise ValueError(f"grad: {len(grad_outputs)} grad_outputs for {len(outs)} outputs")
+        raise ValueError(f"grad: {len(grad_outputs)} grad_outputs for {len(outs)} outputs"
+                         f"{at()}")
     for w in wrt:
         if not dt.is_float(w.dtype):
             raise TypeError(f"grad: cannot differentiate with respect to {describe(w)}: only "
-                            "floating-point tensors have gradients")
+                            f"floating-point tensors have gradients{at()}")
     seeds = [seed(o, g) for o, g in zip(outs, grad_outputs)]
     grads = differentiate(outs, seeds, wrt)
     return grads[0] if single else tuple(grads)
@@ -51,28 +52,34 @@ def grad(outputs, inputs, grad_outputs=None):
 
 def describe(t: Tensor) -> str:
     kind = t.leaf or t.op
-    return f"{kind} {t.name + ' ' if t.name else ''}({t.dtype}{sh.show(t.dims)})"
+    return (f"{kind} {t.name + ' ' if t.name else ''}({t.dtype}{sh.show(t.dims)}, built at "
+            f"{location(t.source)})")
+
+
+def at() -> str:
+    """Where the user called ``grad``, for error messages."""
+    return f" — at {location(user_line())}"
 
 
 def seed(output: Tensor, cotangent) -> Tensor:
     """The starting cotangent of one output: ones for a one-element output, else the given one."""
     if not dt.is_float(output.dtype):
         raise TypeError(f"grad: the output {describe(output)} is not floating-point, so it has "
-                        "no gradient")
+                        f"no gradient{at()}")
     if cotangent is None:
         if sh.size(output.dims) != 1:
             raise ValueError(f"grad: output {describe(output)} has more than one element; pass "
                              "grad_outputs (a tensor or array of the output's shape), as "
-                             "PyTorch's backward(gradient=...)")
+                             f"PyTorch's backward(gradient=...){at()}")
         return cast(np.ones(output.dims, output.dtype), output.dtype)
     cotangent = as_tensor(cotangent)
     try:
-        fitted = sh.broadcast_shapes(cotangent.dims, output.dims)
+        fitted = sh.broadcast_shapes(output.dims, cotangent.dims)  # output sizes win
     except ValueError:
         fitted = None
     if fitted != output.dims:
         raise ValueError(f"grad: grad_outputs of shape {sh.show(cotangent.dims)} does not "
-                         f"match the output's shape {sh.show(output.dims)}")
+                         f"match the output's shape {sh.show(output.dims)}{at()}")
     return broadcast_to(cast(cotangent, output.dtype), output.dims)
 
 
@@ -123,5 +130,6 @@ def fit(g: Tensor, x: Tensor) -> Tensor:
     if axes:
         g = reshape(sum(g, axes, keepdims=True), x.dims)
     elif g.dims != x.dims:
-        g = broadcast_to(g, x.dims) if extra < 0 else reshape(g, x.dims)
+        # same rank: sizes differ only in name (call-time sizes assumed equal, checked then)
+        g = broadcast_to(g, x.dims) if extra <= 0 else reshape(g, x.dims)
     return cast(g, x.dtype) if g.dtype != x.dtype else g

@@ -36,7 +36,7 @@ class Dim:
     2*N + 1
     """
 
-    __slots__ = ("terms", "_hash")
+    __slots__ = ("terms", "_hash", "__weakref__")  # weak: tensor.py remembers named sizes
 
     def __init__(self, terms: tuple):
         # terms: sorted tuple of (monomial, coeff); a monomial is a sorted tuple of Syms
@@ -130,6 +130,27 @@ def symbols_in(value) -> set:
     if isinstance(value, tuple):
         return set().union(*(symbols_in(v) for v in value)) if value else set()
     return set()
+
+
+def rename(value, mapping: dict):
+    """``value`` (a size, or nested tuples of sizes) with symbols replaced per ``mapping``."""
+    if isinstance(value, Dim):
+        poly: dict = {}
+        for m, c in value.terms:
+            key = tuple(sorted((mapping.get(s, s) for s in m), key=lambda s: s.serial))
+            poly[key] = poly.get(key, 0) + c
+        return Dim.make(poly)
+    if isinstance(value, tuple):
+        return tuple(rename(v, mapping) for v in value)
+    return value
+
+
+def single_symbol(d: Size):
+    """The ``Sym`` if ``d`` is exactly one symbol (``N``, not ``2*N`` or ``N + 1``)."""
+    if isinstance(d, Dim) and len(d.terms) == 1 and d.terms[0][1] == 1 \
+            and len(d.terms[0][0]) == 1:
+        return d.terms[0][0][0]
+    return None
 
 
 def size(shape: Shape) -> Size:

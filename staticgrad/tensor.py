@@ -28,6 +28,8 @@ _interned: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 # composite such as softmax runs, its name. Both only label the nodes built meanwhile.
 _backward_of: contextvars.ContextVar = contextvars.ContextVar("backward_of", default=None)
 _composite: contextvars.ContextVar = contextvars.ContextVar("composite", default=None)
+# While a rewrite replaces a node, the replaced node: what it builds keeps that node's line.
+_derived_from: contextvars.ContextVar = contextvars.ContextVar("derived_from", default=None)
 
 
 def user_line() -> tuple:
@@ -51,6 +53,16 @@ def backward_of(node: Tensor):
         yield
     finally:
         _backward_of.reset(token)
+
+
+@contextlib.contextmanager
+def derived_from(node: Tensor):
+    """Nodes built meanwhile inherit ``node``'s user line and backward origin (for rewrites)."""
+    token = _derived_from.set(node)
+    try:
+        yield
+    finally:
+        _derived_from.reset(token)
 
 
 @contextlib.contextmanager
@@ -106,6 +118,9 @@ class Tensor:
     def __setattr__(self, name, value):
         raise AttributeError(f"Tensor is immutable (cannot set {name!r})")
 
+    def __delattr__(self, name):
+        raise AttributeError(f"Tensor is immutable (cannot delete {name!r})")
+
     def _init(self, op, inputs, attrs, dims, dtype, weak, name, leaf, requires_grad,
               source=None, value=None):
         set_ = object.__setattr__
@@ -116,8 +131,9 @@ class Tensor:
         set_(self, "dtype", dtype)
         set_(self, "weak", weak)
         set_(self, "name", name)
-        set_(self, "source", source or user_line())
-        set_(self, "origin", _backward_of.get())
+        parent = _derived_from.get()
+        set_(self, "source", source or (parent.source if parent is not None else user_line()))
+        set_(self, "origin", parent.origin if parent is not None else _backward_of.get())
         set_(self, "requires_grad", requires_grad)
         set_(self, "leaf", leaf)
         set_(self, "serial", next(_serials))
@@ -329,7 +345,8 @@ def constant(value, dtype=None, name: str | None = None) -> Constant:
     >>> sg.constant(2.0).dtype, sg.constant(np.ones(3, np.float32)).dtype
     (dtype('float64'), dtype('float32'))
     """
-    weak = isinstance(value, (bool, int, float)) and dtype is None
+    # exactly Python's scalars: NumPy scalars (np.float64 subclasses float) are strong
+    weak = type(value) in dt.WEAK_DEFAULT and dtype is None
     if weak:
         array = np.asarray(value, dtype=dt.WEAK_DEFAULT[type(value)])
     else:
@@ -376,7 +393,10 @@ def apply(op: str, inputs: Sequence[Tensor], **attrs) -> Tensor:
         dtype = np.dtype(opdef.dtype([i.dtype for i in inputs], **attrs))
     except (ValueError, TypeError) as err:
         raise build_error(err, op, inputs) from None
-    requires_grad = opdef.vjp is not None and any(i.requires_grad for i in inputs)
+    # DESIGN: false after stop_gradient and for non-float results (comparisons), else any
+    # input's; ops without a VJP rule (sign) still say True, as in PyTorch
+    requires_grad = (op != "stop_gradient" and dt.is_float(dtype)
+                     and any(i.requires_grad for i in inputs))
     node = Tensor.__new__(Tensor)
     node._init(op, tuple(inputs), attr_items, dims, dtype, weak, None, None, requires_grad)
     _interned[key] = node

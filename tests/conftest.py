@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
 import staticgrad as sg
 
-BACKENDS = ["numpy"]
+BACKENDS = ["numpy", "numba"]
 
 # relative/absolute tolerances for values computed in each dtype
 TOL = {np.dtype(np.float32): dict(rtol=2e-4, atol=2e-5),
@@ -45,3 +47,50 @@ def numerical_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         flat[k] = old
         grad[k] = (hi - lo) / (2 * eps)
     return out
+
+
+# -- shared by test_tensor/test_autodiff/test_function/test_graph -----------------------------
+def caller_line() -> int:
+    """The line number of the statement that called this (for 'file.py:LINE' in errors)."""
+    return inspect.currentframe().f_back.f_lineno
+
+
+def run(inputs, outputs, *args, backend: str = "numpy"):
+    """Compile ``outputs`` of ``inputs`` for ``backend`` and call it once with ``args``."""
+    return sg.function(inputs, outputs, backend=backend)(*args)
+
+
+@pytest.fixture(scope="module")
+def compile_once():
+    """A per-module cache of compiled functions: ``compile_once(key, build)`` calls ``build()``
+    once per key, so tests that can share a compiled function (each costs ~1 s with numba) do.
+    Put the backend in the key."""
+    cache: dict = {}
+
+    def get(key, build):
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
+
+    return get
+
+
+# -- shared by test_ops/test_random_graphs ------------------------------------------------------
+def grad_tol(dtype) -> dict:
+    """Tolerances for a gradient computed in ``dtype`` against float64 finite differences."""
+    t = tol(dtype)
+    return dict(rtol=max(t["rtol"], FD_TOL["rtol"]), atol=max(t["atol"], FD_TOL["atol"]))
+
+
+def numerical_vjp(f, arrays, v, wrt, eps: float = 1e-6) -> list:
+    """Central differences of ``sum(v * f(*arrays))`` with respect to ``arrays[k]``, k in
+    ``wrt`` (all in float64): the vector-Jacobian product a VJP rule must reproduce."""
+    arrays = [np.asarray(a) for a in arrays]
+    v = np.asarray(v, dtype=np.float64)
+    grads = []
+    for k in wrt:
+        def scalar(xk, k=k):
+            args = arrays[:k] + [xk] + arrays[k + 1:]
+            return np.sum(np.asarray(f(*args), dtype=np.float64) * v)
+        grads.append(numerical_grad(scalar, arrays[k], eps))
+    return grads

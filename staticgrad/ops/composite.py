@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import shapes as sh
-from ..tensor import Tensor, as_tensor, composite, constant
+from ..tensor import Tensor, as_tensor, build_error, composite, constant
 from . import cast
 from .elementwise import equal, exp, greater, isfinite, less, log, stop_gradient, where
 from .movement import broadcast_to, concatenate, expand_dims, numel, squeeze
@@ -20,6 +20,14 @@ from .reduce import max, sum
 
 __all__ = ["mean", "var", "std", "square", "logsumexp", "softmax", "log_softmax", "clip",
            "one_hot", "stack", "zeros_like", "ones_like"]
+
+
+def axes_of(x: Tensor, axis, name: str) -> tuple:
+    """``sh.normalize_axes``, its complaint naming the op, ``x``'s shape and the user's line."""
+    try:
+        return sh.normalize_axes(axis, x.ndim)
+    except ValueError as err:
+        raise build_error(err, name, [x]) from None
 
 
 def named(fn):
@@ -42,7 +50,7 @@ def mean(x, axis=None, keepdims=False) -> Tensor:
     x = as_tensor(x)
     if not dt.is_float(x.dtype):
         x = cast(x, np.float64)
-    axes = sh.normalize_axes(axis, x.ndim)
+    axes = axes_of(x, axis, "mean")
     return sum(x, axes, keepdims) / numel(x, axes, x.dtype)
 
 
@@ -52,7 +60,7 @@ def var(x, axis=None, keepdims=False, ddof: int = 0) -> Tensor:
     x = as_tensor(x)
     if not dt.is_float(x.dtype):
         x = cast(x, np.float64)
-    axes = sh.normalize_axes(axis, x.ndim)
+    axes = axes_of(x, axis, "var")
     centred = x - mean(x, axes, keepdims=True)
     return sum(centred * centred, axes, keepdims) / (numel(x, axes, x.dtype) - ddof)
 
@@ -86,7 +94,7 @@ def logsumexp(x, axis=None, keepdims=False) -> Tensor:
     (4,)
     """
     x = as_tensor(x)
-    axes = sh.normalize_axes(axis, x.ndim)
+    axes = axes_of(x, axis, "logsumexp")
     m = stable_shift(x, axes)
     out = log(sum(exp(x - m), axes, keepdims=True)) + m
     return out if keepdims else squeeze(out, axes)
@@ -96,7 +104,7 @@ def logsumexp(x, axis=None, keepdims=False) -> Tensor:
 def softmax(x, axis: int = -1) -> Tensor:
     """``exp(x) / sum(exp(x))`` along ``axis``, computed without overflow."""
     x = as_tensor(x)
-    axes = sh.normalize_axes(axis, x.ndim)
+    axes = axes_of(x, axis, "softmax")
     e = exp(x - stable_shift(x, axes))
     return e / sum(e, axes, keepdims=True)
 

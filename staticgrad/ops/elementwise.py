@@ -39,9 +39,13 @@ divide = binary("div", np.true_divide, "({0} / {1})", lambda g, y, a, b: [g / b,
 power = binary("pow", np.power, "({0} ** {1})",
                lambda g, y, a, b: [g * b * a ** (b - 1), g * y * log(where(a == 0, 1, a))],
                domain=(0.2, 2.0))
-maximum = binary("maximum", np.maximum, "max({0}, {1})",
+# NaN wins, as in NumPy (Python's max() would drop it)
+MAX = "({0} if {0} >= {1} or {0} != {0} else {1})"
+MIN = "({0} if {0} <= {1} or {0} != {0} else {1})"
+
+maximum = binary("maximum", np.maximum, MAX,
                  lambda g, y, a, b: [split_ties(g, a > b, a == b), split_ties(g, b > a, a == b)])
-minimum = binary("minimum", np.minimum, "min({0}, {1})",
+minimum = binary("minimum", np.minimum, MIN,
                  lambda g, y, a, b: [split_ties(g, a < b, a == b), split_ties(g, b < a, a == b)])
 
 negative = unary("neg", np.negative, "(-{0})", lambda g, y, x: [-g])
@@ -61,7 +65,7 @@ tan = unary("tan", np.tan, "math.tan({0})", lambda g, y, x: [g * (1 + y * y)],
 tanh = unary("tanh", np.tanh, "math.tanh({0})", lambda g, y, x: [g * (1 - y * y)])
 sigmoid = unary("sigmoid", sigmoid_reference, "(1 / (1 + math.exp(-{0})))",
                 lambda g, y, x: [g * y * (1 - y)])
-relu = unary("relu", lambda x: np.maximum(x, 0), "max({0}, 0)",
+relu = unary("relu", lambda x: np.maximum(x, 0), MAX.replace("{1}", "{t}(0)"),
              lambda g, y, x: [where(x > 0, g, 0)], dtype=lambda dtypes: dtypes[0])
 stop_gradient = unary("stop_gradient", lambda x: x, "{0}", None,
                       dtype=lambda dtypes: dtypes[0])

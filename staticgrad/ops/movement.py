@@ -106,10 +106,11 @@ def transpose(x, axes=None) -> Tensor:
     x = as_tensor(x)
     if axes is None:
         axes = tuple(reversed(range(x.ndim)))
-    axes = tuple(int(a) % max(x.ndim, 1) for a in axes)
-    if sorted(axes) != list(range(x.ndim)):
+    axes = tuple(int(a) for a in axes)
+    if sorted(a % x.ndim if -x.ndim <= a < x.ndim else a for a in axes) != list(range(x.ndim)):
         raise build_error(ValueError(f"axes {axes} are not a permutation of {x.ndim} axes"),
                           "transpose", [x])
+    axes = tuple(a % x.ndim for a in axes)
     if axes == tuple(range(x.ndim)):
         return x
     return apply("transpose", [x], axes=axes)
@@ -127,7 +128,7 @@ def swapaxes(x, axis1: int, axis2: int) -> Tensor:
 # -- broadcast_to --------------------------------------------------------------------------
 def broadcast_to_shape(shapes, shape):
     (x,) = shapes
-    if len(x) > len(shape) or sh.broadcast_shapes(x, shape) != tuple(shape):
+    if len(x) > len(shape) or sh.broadcast_shapes(shape, x) != tuple(shape):
         raise ValueError(f"cannot broadcast {sh.show(x)} to {sh.show(shape)}")
     return shape
 
@@ -225,7 +226,8 @@ def index_tensor(x: Tensor, index: tuple) -> Tensor:
     if Ellipsis in [i for i in index if not is_array_index(i)]:
         at = next(k for k, i in enumerate(index) if i is Ellipsis)
         index = index[:at] + (slice(None),) * (x.ndim - used) + index[at + 1:]
-    index = index + (slice(None),) * (x.ndim - used)
+    else:
+        index = index + (slice(None),) * (x.ndim - used)
 
     slices, dims, arrays, axis = [], [], [], 0
     for item in index:

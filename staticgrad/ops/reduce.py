@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import accumulated_dtype, cast, reduction
-from .elementwise import equal, logical_and, where
+from .elementwise import MAX, MIN, equal, logical_and, where
 from .movement import broadcast_to, reshape
 
 __all__ = ["sum", "max", "min", "prod", "restore_axes"]
@@ -46,7 +46,7 @@ def prod_vjp(g, y, x, axes, keepdims):
 
 sum = reduction("sum", np.sum, "({0} + {1})", 0,
                 sum_vjp, dtype=lambda dtypes, **_: accumulated_dtype(np.sum, dtypes[0]))
-max = reduction("max", np.max, "max({0}, {1})", -np.inf, extremum_vjp)
-min = reduction("min", np.min, "min({0}, {1})", np.inf, extremum_vjp)
+max = reduction("max", np.max, MAX, -np.inf, extremum_vjp)
+min = reduction("min", np.min, MIN, np.inf, extremum_vjp)
 prod = reduction("prod", np.prod, "({0} * {1})", 1,
                  prod_vjp, dtype=lambda dtypes, **_: accumulated_dtype(np.prod, dtypes[0]))

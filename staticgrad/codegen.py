@@ -1,0 +1,683 @@
+"""Codegen stage: kernels -> one readable Python module of Numba loops, cached on disk.
+
+``render`` writes one ``@njit`` function per kernel and a ``run`` entry point that calls them in
+order (one dispatch per call, not one per op). ``load`` writes the module under the cache
+folder by a hash of its text and imports it normally, so Numba's own ``cache=True`` keeps the
+machine code and a second process does not compile again. ``compile_function`` runs the
+pipeline: simplify -> schedule -> render -> load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import importlib
+import os
+import pickletools
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+
+from . import blas, rewrite
+from . import shapes as sh
+from .graph import Graph
+from .ops import REGISTRY, Kind
+from .schedule import Gathered, Kernel, input_indices, is_view, loop_index, reduced_axes, schedule
+from .tensor import Tensor
+
+PARALLEL_MIN = 1 << 16   # elements below which a loop runs on one thread (thread start-up)
+FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"  # never nnan/ninf: NaN and inf propagate
+FORMAT = 1               # bump when the generated code changes meaning
+
+
+def cache_dir() -> str:
+    """Where generated modules live: ``$STATICGRAD_CACHE_DIR`` or ``~/.cache/staticgrad``."""
+    return os.environ.get("STATICGRAD_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "staticgrad")
+
+
+# -- names ---------------------------------------------------------------------------------
+class Names:
+    """Stable code names: arguments ``a<k>``, parameters ``p<k>``, constants ``c<k>``,
+    buffers ``t<k>`` (k: position in the graph listing), call-time sizes ``n<k>``."""
+
+    def __init__(self, nodes: list, placeholders: Sequence[Tensor]):
+        self.index = {id(n): k for k, n in enumerate(nodes)}
+        self.syms: dict = {}
+        for p in placeholders:
+            for d in p.dims:
+                for s in sh.symbols_in(d):
+                    self.syms.setdefault(s, f"n{len(self.syms)}")
+        self.arg = {id(p): f"a{k}" for k, p in enumerate(placeholders)}
+
+    def array(self, node: Tensor) -> str:
+        if node.leaf == "placeholder":
+            return self.arg[id(node)]
+        prefix = {"parameter": "p", "constant": "c"}.get(node.leaf, "t")
+        return f"{prefix}{self.index[id(node)]}"
+
+    def view(self, node: Tensor) -> str:
+        """The reshaped view of a buffer, made at the top of each kernel that reads it."""
+        return f"w{self.index[id(node)]}"
+
+    def dim(self, d) -> str:
+        if sh.is_static(d):
+            return str(d)
+        parts = []
+        for mono, coeff in d.terms:
+            factors = [self.syms[s] for s in mono] + ([str(coeff)] if coeff != 1 or not mono
+                                                       else [])
+            parts.append(" * ".join(factors))
+        return "(" + " + ".join(parts) + ")" if len(parts) > 1 else parts[0]
+
+    def size(self, dims) -> str:
+        return " * ".join(self.dim(d) for d in dims) if dims else "1"
+
+
+def literal(value, dtype: np.dtype) -> str:
+    """A scalar constant typed for generated code, so float32 loops stay float32."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return "True" if value else "False"
+    if dtype.kind == "f":
+        v = float(value)
+        text = "np.nan" if np.isnan(v) else ("np.inf" if v == np.inf else
+                                             "-np.inf" if v == -np.inf else repr(v))
+        return f"np.{dtype.name}({text})"
+    return f"np.{dtype.name}({int(value)})"
+
+
+def ctor(dtype: np.dtype) -> str:
+    return "np.bool_" if np.dtype(dtype) == np.bool_ else f"np.{np.dtype(dtype).name}"
+
+
+def depth_of(code: str) -> int:
+    """How many loops a code string depends on: ``t3[i0, i2]`` -> 3."""
+    found = [int(k) for k in re.findall(r"\bi(\d+)\b", code)]
+    return max(found) + 1 if found else 0
+
+
+def accumulator_dtype(node: Tensor) -> np.dtype:
+    # float32 sums accumulate in float64: 10M-element sums keep float32 accuracy
+    if node.op in ("sum", "prod") and node.dtype == np.float32:
+        return np.dtype(np.float64)
+    return node.dtype
+
+
+def initial(node: Tensor) -> str:
+    init = REGISTRY[node.op].init
+    dtype = accumulator_dtype(node)
+    if dtype.kind in "iu" and np.isinf(init):
+        info = np.iinfo(dtype)
+        init = info.min if init < 0 else info.max
+    if dtype == np.bool_:
+        return "False" if init in (0, -np.inf) else "True"
+    return literal(init, dtype)
+
+
+# -- loop kernels --------------------------------------------------------------------------
+class Nest:
+    """One chunked loop nest. ``pre[d]`` runs inside loops ``0..d-1`` before loop ``d`` opens
+    and ``post[d]`` after it closes. Depths below ``split`` are shared by all passes; from
+    ``split`` down each pass has its own loops, run one after another over the same row."""
+
+    def __init__(self, writer: KernelWriter, split: int, passes: int):
+        self.writer, self.split, self.rank = writer, split, writer.rank
+        depths = range(self.rank + 1)
+        self.shared = [{d: [] for d in depths}, {d: [] for d in depths}]
+        self.own = [[{d: [] for d in depths}, {d: [] for d in depths}] for _ in range(passes)]
+        self.before: list = []   # before the chunk loop
+        self.after: list = []    # after it
+        self.current = 0
+
+    def emit(self, depth: int, line: str, post: bool = False) -> None:
+        if depth < 0:   # loop-invariant values go before the loops (Numba's parallel
+            self.before.append(line)   # lowering cannot index a 0-d array inside them)
+            return
+        side = 1 if post else 0
+        table = self.shared[side] if depth < self.split else self.own[self.current][side]
+        table[depth].append(line)
+
+    def lines(self, parallel: bool) -> list:
+        out = list(self.before)
+        if self.rank == 0:
+            for p in range(len(self.own)):
+                out += self.own[p][0][0] + self.own[p][1][0]
+            return out + self.after
+        n0 = self.writer.names.dim(self.writer.space[0])
+        out += [f"for c in {'numba.prange' if parallel else 'range'}(nc):",
+                f"    lo = c * {n0} // nc",
+                f"    hi = (c + 1) * {n0} // nc"]
+        out += indent(self.level(0), 1)
+        return out + self.after
+
+    def level(self, d: int) -> list:
+        if d >= self.split:
+            out = []
+            for p in range(len(self.own)):
+                out += self.own_level(p, d)
+            return out
+        return self.shared[0][d] + self.loop(d, self.level(d + 1)) + self.shared[1][d]
+
+    def own_level(self, p: int, d: int) -> list:
+        pre, post = self.own[p][0][d], self.own[p][1][d]
+        inner = self.loop(d, self.own_level(p, d + 1)) if d < self.rank else []
+        return pre + inner + post
+
+    def loop(self, d: int, body: list) -> list:
+        if d >= self.rank or not body:
+            return []
+        bounds = "lo, hi" if d == 0 else self.writer.names.dim(self.writer.space[d])
+        return [f"for i{d} in range({bounds}):"] + indent(body, 1)
+
+
+def indent(lines: list, levels: int) -> list:
+    return ["    " * levels + line for line in lines]
+
+
+class KernelWriter:
+    """Writes one loop kernel: values are computed inline at the shallowest loop depth their
+    indices allow and shared by (node, index) within the pass that can see them."""
+
+    def __init__(self, kernel: Kernel, names: Names, roots: set, local: set):
+        self.kernel, self.names, self.roots, self.local = kernel, names, roots, local
+        self.space, self.rank = kernel.space, len(kernel.space)
+        self.counter = 0
+        self.registers: dict = {}   # id(reduction) -> variable holding its finished value
+        self.values: dict = {}
+        self.nests: list = []
+        split = self.rank if kernel.split is None else kernel.split
+        if split == 0 and len(kernel.passes) > 1:
+            # a reduction over everything finishes only after every chunk: one nest per pass
+            for roots_ in kernel.passes:
+                self.nest = Nest(self, self.rank, 1)
+                self.nests.append(self.nest)
+                self.write_pass(roots_)
+        else:
+            self.nest = Nest(self, split, len(kernel.passes))
+            self.nests.append(self.nest)
+            for p, roots_ in enumerate(kernel.passes):
+                self.nest.current = p
+                self.values = {k: v for k, v in self.values.items() if v[1] < split}
+                self.write_pass(roots_)
+
+    def write_pass(self, roots_: list) -> None:
+        for r in roots_:
+            if REGISTRY[r.op].kind is Kind.REDUCE:
+                self.reduction(r)
+            else:
+                index = loop_index(self.rank)
+                code, depth = self.value(r, index, top=True)
+                idx = ", ".join(index) or "()"
+                self.nest.emit(self.rank, f"{self.names.array(r)}[{idx}] = {code}")
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def lines(self, parallel: bool) -> list:
+        out = []
+        for nest in self.nests:
+            out += nest.lines(parallel)
+        return out
+
+    # values ------------------------------------------------------------------------------
+    def value(self, node: Tensor, index: tuple, top: bool = False) -> tuple:
+        """``(code, depth)``: ``node`` read at ``index``, emitting the statements it needs."""
+        if node.leaf == "constant" and node.value.size == 1:
+            return literal(node.value.reshape(()).item(), node.dtype), 0
+        if id(node) in self.registers:
+            return self.registers[id(node)]
+        key = (id(node), tuple(e if isinstance(e, str) else id(e) for e in index))
+        if key in self.values:
+            return self.values[key]
+        code, depth = self.compute(node, index, top)
+        if not re.fullmatch(r"[\w.]+|np\.\w+\([^()]*\)", code):
+            var = self.fresh("v")
+            self.nest.emit(depth if depth > 0 else -1, f"{var} = {code}")
+            code = var
+        self.values[key] = (code, depth)
+        return code, depth
+
+    def compute(self, node: Tensor, index: tuple, top: bool) -> tuple:
+        if node.op is None or is_view(node) or (id(node) in self.roots and not top):
+            idx, depth = self.index_code(index)
+            name = self.names.view(node) if is_view(node) else self.names.array(node)
+            return f"{name}[{idx}]", depth
+        if node.op == "numel":
+            dims = node.inputs[0].dims
+            count = self.names.size(tuple(dims[a] for a in dict(node.attrs)["axes"]))
+            return f"{ctor(node.dtype)}({count})", 0
+        opdef = REGISTRY[node.op]
+        operands = input_indices(node, index, self.names.dim)
+        if opdef.kind is not Kind.ELEMENTWISE:
+            return self.value(node.inputs[0], operands[0])
+        args, depth = [], 0
+        for x, xi in zip(node.inputs, operands):
+            code, d = self.value(x, xi)
+            args.append(code)
+            depth = max(depth, d)
+        template = opdef.loop(node.dtype) if callable(opdef.loop) else opdef.loop
+        return template.format(*args, t=ctor(node.dtype)), depth
+
+    def index_code(self, index: tuple) -> tuple:
+        parts, depth = [], 0
+        for e in index:
+            if isinstance(e, Gathered):
+                var, d = self.value(e.indices, e.index)
+                size = self.names.dim(e.size)
+                parts.append(f"({var} + {size} if {var} < 0 else {var})")
+                depth = max(depth, d)
+            else:
+                parts.append(e)
+                depth = max(depth, depth_of(e))
+        return (", ".join(parts) if parts else "()"), depth
+
+    # reductions ----------------------------------------------------------------------------
+    def reduction(self, node: Tensor) -> None:
+        """Accumulate in a register when the reduced axes are the innermost ones (per chunk
+        for a full reduction, combined after), else in per-chunk partial arrays or in place."""
+        axes, keepdims = reduced_axes(node), dict(node.attrs)["keepdims"]
+        rank, nest = self.rank, self.nest
+        kept = [a for a in range(rank) if a not in axes]
+        out_index = [("0" if a in axes else f"i{a}") for a in range(rank)] if keepdims \
+            else [f"i{a}" for a in kept]
+        out = self.names.array(node)
+        stored = id(node) not in self.local
+        combine = REGISTRY[node.op].loop
+        acc_dtype = accumulator_dtype(node)
+        value, depth = self.value(node.inputs[0], loop_index(rank))
+        if acc_dtype != node.inputs[0].dtype:
+            value = f"{ctor(acc_dtype)}({value})"
+        depth = max(depth, rank)
+
+        def finish(code: str) -> str:
+            return f"{ctor(node.dtype)}({code})" if acc_dtype != node.dtype else code
+
+        if axes and tuple(axes) == tuple(range(kept[-1] + 1 if kept else 0, rank)):
+            first = len(kept)
+            acc = self.fresh("acc")
+            nest.emit(first, f"{acc} = {initial(node)}")
+            nest.emit(depth, f"{acc} = {combine.format(acc, value)}")
+            if first == 0 and rank > 0:
+                part, total = self.fresh("part"), self.fresh("total")
+                nest.before.append(f"{part} = np.empty(nc, {ctor(acc_dtype)})")
+                nest.emit(0, f"{part}[c] = {acc}", post=True)
+                nest.after += [f"{total} = {initial(node)}", "for c in range(nc):",
+                               f"    {total} = {combine.format(total, f'{part}[c]')}"]
+                result = self.fresh("r")
+                nest.after.append(f"{result} = {finish(total)}")
+                if stored:
+                    nest.after.append(f"{out}[{', '.join(out_index) or '()'}] = {result}")
+                self.registers[id(node)] = (result, 0)
+                return
+            result = self.fresh("r")
+            nest.emit(first, f"{result} = {finish(acc)}", post=True)
+            if stored:
+                nest.emit(first, f"{out}[{', '.join(out_index) or '()'}] = {result}",
+                          post=True)
+            self.registers[id(node)] = (result, first)
+            return
+        idx = ", ".join(out_index) or "()"
+        if 0 in axes:
+            # chunks run in parallel over axis 0: each adds into its own partial row
+            part = self.fresh("part")
+            shape = [self.names.dim(self.space[a]) for a in kept]
+            nest.before.append(f"{part} = np.full((nc, {', '.join(shape)}), {initial(node)}, "
+                               f"{ctor(acc_dtype)})")
+            slot = ", ".join(["c"] + [f"i{a}" for a in kept])
+            nest.emit(depth, f"{part}[{slot}] = {combine.format(f'{part}[{slot}]', value)}")
+            loops = [f"for q{j} in range({s}):" for j, s in enumerate(shape)]
+            cell = ", ".join(f"q{j}" for j in range(len(kept)))
+            target = ", ".join("0" if a in axes else f"q{kept.index(a)}" for a in range(rank)) \
+                if keepdims else cell
+            total = self.fresh("total")
+            body = [f"{total} = {initial(node)}", "for c in range(nc):",
+                    f"    {total} = {combine.format(total, f'{part}[c, {cell}]')}",
+                    f"{out}[{target}] = {finish(total)}"]
+            block = body
+            for header in reversed(loops):
+                block = [header] + indent(block, 1)
+            nest.after += block
+        else:
+            # rows are independent across chunks: accumulate in the output itself
+            nest.before.append(f"{out}[...] = {initial(node)}")
+            nest.emit(depth, f"{out}[{idx}] = {combine.format(f'{out}[{idx}]', value)}")
+
+
+# -- opaque kernels --------------------------------------------------------------------------
+def operand(x: Tensor, names: Names) -> str:
+    """A matmul operand: a buffer, or a buffer with its last two axes swapped (no copy)."""
+    if x.op == "transpose":
+        base = names.array(x.inputs[0])
+        return f"{base}.T" if x.ndim == 2 else f"np.swapaxes({base}, -1, -2)"
+    return names.array(x)
+
+
+def matmul_lines(node: Tensor, names: Names) -> list:
+    a, b = (operand(x, names) for x in node.inputs)
+    out = names.array(node)
+    if node.dtype.kind != "f":
+        return [f"{out}[...] = 0",
+                f"for q in np.ndindex({out}.shape):",
+                f"    for k in range({a}.shape[-1]):",
+                f"        {out}[q] += {a}[q[:-1] + (k,)] * {b}[q[:-2] + (k, q[-1])]"]
+    if node.ndim == 2:
+        return [f"np.dot({a}, {b}, {out})"]
+    return [f"for q in np.ndindex({out}.shape[:-2]):",
+            f"    np.dot({a}[q], {b}[q], {out}[q])"]
+
+
+def slice_code(index: tuple, names: Names) -> str:
+    def part(v):
+        return "" if v is None else names.dim(v)
+    return ", ".join(f"{part(s[0])}:{part(s[1])}:{s[2]}" for s in index) or "..."
+
+
+def concatenate_lines(node: Tensor, names: Names) -> list:
+    axis = dict(node.attrs)["axis"]
+    out, lines, start = names.array(node), [], 0
+    for x in node.inputs:
+        stop = start + x.dims[axis]
+        where = [":"] * node.ndim
+        where[axis] = f"{names.dim(start)}:{names.dim(stop)}"
+        lines.append(f"{out}[{', '.join(where)}] = {names.array(x)}")
+        start = stop
+    return lines
+
+
+def unslice_lines(node: Tensor, names: Names) -> list:
+    out = names.array(node)
+    return [f"{out}[...] = 0",
+            f"{out}[{slice_code(dict(node.attrs)['index'], names)}] = "
+            f"{names.array(node.inputs[0])}"]
+
+
+def untake_lines(node: Tensor, names: Names) -> list:
+    g, idx = node.inputs
+    axis, size = dict(node.attrs)["axis"], dict(node.attrs)["size"]
+    out, gn, xn = names.array(node), names.array(g), names.array(idx)
+    k = idx.ndim
+    lines = [f"{out}[...] = 0", f"for q in np.ndindex({gn}.shape):",
+             f"    j = {xn}[q[{axis}:{axis + k}]]" if k else f"    j = {xn}[()]",
+             f"    j = j + {names.dim(size)} if j < 0 else j",
+             f"    {out}[q[:{axis}] + (j,) + q[{axis + k}:]] += {gn}[q]"]
+    return lines
+
+
+OPAQUE_WRITERS = {"matmul": matmul_lines, "concatenate": concatenate_lines,
+                  "unslice": unslice_lines, "untake": untake_lines}
+
+
+# -- the module ----------------------------------------------------------------------------
+HEADER = '''"""Generated by staticgrad {version} (format {format}) — do not edit.
+
+graph {digest}: {summary}
+"""
+import math
+
+import numba
+import numpy as np
+'''
+
+
+def render(sched, names: Names, placeholders: Sequence[Tensor], params: list, consts: list,
+           buffers: list) -> str:
+    """The module text: one function per kernel, then ``run`` calling them in order."""
+    functions, calls = [], []
+    for kernel in sched.kernels:
+        text, call = render_kernel(kernel, sched, names)
+        functions.append(text)
+        calls += call
+    args = [names.array(n) for n in list(placeholders) + params + consts + buffers]
+    body = []
+    for sym, var in names.syms.items():
+        for p in placeholders:
+            axis = next((a for a, d in enumerate(p.dims) if not sh.is_static(d)
+                         and d.terms == ((((sym,), 1),))), None)
+            if axis is not None:
+                body.append(f"{var} = {names.array(p)}.shape[{axis}]")
+                break
+    body += index_checks(sched, names) + calls
+    run = ["@numba.njit(cache=True)", f"def run({', '.join(args + ['nc'])}):",
+           *indent(body or ["pass"], 1)]
+    return "\n\n\n".join(functions + ["\n".join(run)]) + "\n"
+
+
+def index_checks(sched, names: Names) -> list:
+    """Indices are checked before any loop uses them, so a bad index raises, not corrupts."""
+    lines = []
+    for node in sched.nodes:
+        if node.op not in ("take", "untake"):
+            continue
+        idx = node.inputs[1]
+        size = node.inputs[0].dims[dict(node.attrs)["axis"]] if node.op == "take" \
+            else dict(node.attrs)["size"]
+        where = f"{os.path.basename(node.source[0])}:{node.source[1]}"
+        n = names.dim(size)
+        lines += [f"for j in {names.array(idx)}.ravel():",
+                  f"    if j < -{n} or j >= {n}:",
+                  f"        raise IndexError('{node.op} at {where}: an index is out of bounds "
+                  f"for an axis of size {sh.show_dim(size)}')"]
+    return lines
+
+
+def render_kernel(kernel: Kernel, sched, names: Names) -> tuple:
+    """``(function text, lines of run that call it)``."""
+    members = ", ".join(f"%{names.index[id(n)]} {n.op}" for n in kernel.nodes)
+    comment = f"# {kernel.name}: {kernel.kind} over {sh.show(kernel.space)} — {members}"
+    if kernel.kind != "loop":
+        body = OPAQUE_WRITERS[kernel.kind](kernel.roots[0], names)
+        return function(kernel.name, comment, body, parallel=False, names=names)
+    writer = KernelWriter(kernel, names, sched.roots, sched.locals)
+    size = sh.size(kernel.space)
+    variants = [False] if sh.is_static(size) and size < PARALLEL_MIN or not kernel.space \
+        else [True] if sh.is_static(size) else [True, False]
+    texts, calls = [], []
+    for parallel in variants:
+        name = kernel.name if parallel == variants[0] else f"{kernel.name}_serial"
+        # the thread count is an argument: calling numba.get_num_threads() here would make
+        # the function uncacheable (it reads a dynamic global)
+        body = view_lines(kernel, names) + ([] if parallel else ["nc = 1"]) \
+            + writer.lines(parallel)
+        text, call = function(name, comment, body, parallel, names)
+        texts.append(text)
+        calls.append(call)
+    if len(variants) == 1:
+        return texts[0], calls[0]
+    return "\n\n\n".join(texts), [f"if {names.size(kernel.space)} >= {PARALLEL_MIN}:",
+                                  *indent(calls[0], 1), "else:", *indent(calls[1], 1)]
+
+
+def function(name: str, comment: str, body: list, parallel: bool, names: Names) -> tuple:
+    text = "\n".join(body)
+    used = sorted(set(re.findall(r"\b[apct]\d+\b", text)),
+                  key=lambda s: (s[0], int(s[1:])))
+    defined = set(re.findall(r"^\s*([apct]\d+) = ", text, re.M))
+    arrays = [u for u in used if u not in defined]
+    sizes = sorted(set(re.findall(r"\bn\d+\b", text)), key=lambda s: int(s[1:]))
+    params = arrays + sizes + (["nc"] if parallel else [])
+    flags = f"parallel=True, fastmath={FASTMATH}, " if parallel else f"fastmath={FASTMATH}, "
+    lines = [comment, f"@numba.njit({flags}cache=True)", f"def {name}({', '.join(params)}):",
+             *indent(body, 1)]
+    return "\n".join(lines), [f"{name}({', '.join(params)})"]
+
+
+def view_lines(kernel: Kernel, names: Names) -> list:
+    """Reshaped views of contiguous buffers, made once at the top of a kernel."""
+    lines = []
+    for v in kernel.reads:
+        if is_view(v):
+            dims = ", ".join(names.dim(d) for d in v.dims)
+            lines.append(f"{names.view(v)} = {names.array(v.inputs[0])}.reshape(({dims},))")
+    return lines
+
+
+# -- load ----------------------------------------------------------------------------------
+def load(source: str):
+    """Import the module for ``source`` from the cache folder, writing it first if needed.
+
+    The file name is a hash of the text, so an entry is never stale: a different graph, or a
+    different staticgrad/Numba/NumPy, gives a different name. A file whose text does not match
+    (a torn or edited write) is replaced; writes go through a temporary file and an atomic
+    rename, so processes compiling the same graph at once all succeed.
+    """
+    stamp = f"{FORMAT}|{numba.__version__}|{np.__version__}|{sys.version_info[:2]}"
+    digest = hashlib.sha256((stamp + source).encode()).hexdigest()[:24]
+    name = f"staticgrad_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = cache_dir()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name + ".py")
+    if not matches(path, source):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        os.replace(tmp, path)
+    drop_broken_numba_cache(folder, name)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def drop_broken_numba_cache(folder: str, name: str) -> None:
+    """Numba loads its cache files without checking them; a torn or foreign file would crash
+    the first call. Every file must unpickle, else all of this module's files go (and the
+    functions compile again)."""
+    files = glob.glob(os.path.join(folder, "__pycache__", f"{name}.*.nb[ic]"))
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            # walk the pickle opcodes without running them (that would import this module)
+            offset = 0
+            for _ in range(2 if path.endswith(".nbi") else 1):   # .nbi: version, index
+                stop = max(pos for _op, _arg, pos in pickletools.genops(data[offset:]))
+                offset += stop + 1
+            if offset != len(data):
+                raise ValueError("trailing bytes")
+        except Exception:
+            for other in files:
+                with contextlib.suppress(OSError):
+                    os.remove(other)
+            return
+
+
+def matches(path: str, source: str) -> bool:
+    try:
+        with open(path) as f:
+            return f.read() == source
+    except OSError:
+        return False
+
+
+# -- the compiled program ------------------------------------------------------------------
+class Program:
+    """What ``sg.function`` runs for ``backend="numba"``: one generated entry point.
+
+    Intermediate buffers are allocated once per shape signature and reused; outputs are fresh
+    arrays every call, so nothing returned is overwritten later.
+    """
+
+    def __init__(self, placeholders: Sequence[Tensor], targets: Sequence[Tensor]):
+        simplified, self.stats = rewrite.simplify(targets)
+        self.targets = simplified
+        self.graph = Graph(simplified)
+        sched = schedule(simplified)
+        self.kernels = sched.kernels
+        nodes = self.graph.nodes
+        names = Names(nodes, placeholders)
+        self.params = [n for n in nodes if n.leaf == "parameter"]
+        self.consts = [n for n in nodes if n.leaf == "constant" and n.value.size != 1]
+        stored = [n for n in nodes if id(n) in sched.roots and id(n) not in sched.locals]
+        output_ids = {id(t) for t in simplified}
+        self.outputs = [n for n in stored if id(n) in output_ids]
+        self.temps = [n for n in stored if id(n) not in output_ids]
+        source = render(sched, names, placeholders, self.params, self.consts,
+                        self.outputs + self.temps)
+        digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+        summary = f"{len(nodes)} nodes, {len(self.kernels)} kernels"
+        self.source = HEADER.format(version=version(), format=FORMAT, digest=digest,
+                                    summary=summary) + "\n\n" + source
+        self.module = load(self.source)
+        self.entry = self.module.run
+        self.const_values = [np.ascontiguousarray(c.value) for c in self.consts]
+        self.spans = self.lifetimes()
+        self.stats["kernels"] = len(self.kernels)
+
+    def lifetimes(self) -> list:
+        """``(first kernel, last kernel)`` that touch each temporary buffer."""
+        first, last = {}, {}
+        for k, kernel in enumerate(self.kernels):
+            for r in kernel.writes:
+                first.setdefault(id(r), k)
+            for r in kernel.reads:
+                base = r.inputs[0] if is_view(r) else r
+                last[id(base)] = k
+        return [(first[id(t)], last.get(id(t), first[id(t)])) for t in self.temps]
+
+    def prepare(self, plan) -> None:
+        """Temporaries for one shape signature; ones alive at different times share memory."""
+        flops = [2 * np.prod(plan.shapes[id(k.roots[0])]) * k.roots[0].inputs[0].dims[-1]
+                 for k in self.kernels if k.kind == "matmul"]
+        plan.blas = None if not flops else \
+            blas.threads_for(max(sh.evaluate(f, plan.env) for f in flops),
+                             numba.get_num_threads())
+        blocks: list = []   # [dtype, array, free after kernel]
+        plan.temps = []
+        for t, (start, end) in zip(self.temps, self.spans):
+            shape = plan.shapes[id(t)]
+            count = int(np.prod(shape))
+            free = [b for b in blocks if b[0] == t.dtype and b[2] < start and b[1].size >= count]
+            block = min(free, key=lambda b: b[1].size) if free else None
+            if block is None:
+                block = [t.dtype, np.empty(max(count, 1), t.dtype), end]
+                blocks.append(block)
+            block[2] = end
+            plan.temps.append(block[1][:count].reshape(shape))
+
+    def run(self, arrays: Sequence[np.ndarray], plan) -> list:
+        if getattr(plan, "temps", None) is None:
+            self.prepare(plan)
+        shapes = plan.shapes
+        outs = [np.empty(shapes[id(n)], n.dtype) for n in self.outputs]
+        args = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
+        before = None if plan.blas is None else blas.set_threads(plan.blas)
+        try:
+            self.entry(*args, *[p.value for p in self.params], *self.const_values, *outs,
+                       *plan.temps, numba.get_num_threads())
+        finally:
+            if before is not None and before != plan.blas:
+                blas.set_threads(before)
+        found = {id(n): a for n, a in zip(self.outputs, outs)}
+        results, given = [], set()
+        for t in self.targets:
+            value = found.get(id(t))
+            if value is None:   # a leaf: copy, it is an argument or a parameter's array
+                value = np.array(arrays[self.placeholder_pos(t)] if t.leaf == "placeholder"
+                                 else t.value)
+            elif id(value) in given:
+                value = value.copy()
+            given.add(id(value))
+            results.append(value)
+        return results
+
+    def placeholder_pos(self, t: Tensor) -> int:
+        return [id(p) for p in self.graph.inputs if p.leaf == "placeholder"].index(id(t))
+
+
+def version() -> str:
+    from . import __version__
+    return __version__
+
+
+def compile_function(placeholders: Sequence[Tensor], targets: Sequence[Tensor]) -> Program:
+    """simplify -> schedule -> render -> load."""
+    return Program(placeholders, targets)

@@ -1,0 +1,384 @@
+"""Schedule stage: decide what is stored and group the rest into fused loop nests (kernels).
+
+Some nodes get a buffer ("roots"): outputs, reductions, operands of BLAS calls, values used by
+loops of different shapes. Every other node is recomputed inline wherever a root needs it, so
+intermediates inside a loop never touch memory. Roots that loop over the same shape share one
+kernel; a root that needs a row reduction of the same kernel runs in a later pass over the row
+while the row is still in cache (softmax, layer norm). ``Kernel`` s run in list order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import shapes as sh
+from .ops import REGISTRY, Kind
+from .tensor import Tensor, toposort
+
+OPAQUE = ("matmul", "untake", "unslice", "concatenate")
+
+
+@dataclass
+class Kernel:
+    """One loop nest (or one opaque call) of a compiled function.
+
+    ``space`` is the iteration shape; ``passes`` the roots computed in each pass (a later pass
+    may read a row reduction of an earlier one); ``split`` is the loop depth at which passes
+    begin; ``nodes`` are all nodes it computes, roots and inlined ones, in order.
+    """
+    name: str
+    kind: str                    # "loop", or the opaque op: "matmul", "concatenate", ...
+    space: tuple
+    passes: list = field(default_factory=list)
+    split: int | None = None
+    nodes: list = field(default_factory=list)
+    reads: list = field(default_factory=list)
+    writes: list = field(default_factory=list)
+
+    @property
+    def roots(self) -> list:
+        return [r for p in self.passes for r in p]
+
+    def __repr__(self) -> str:
+        ops = ", ".join(f"{n.op}" for n in self.nodes)
+        shape = sh.show(self.space)
+        extra = f", {len(self.passes)} passes" if len(self.passes) > 1 else ""
+        return f"<Kernel {self.name} {self.kind} over {shape}{extra}: {ops}>"
+
+
+@dataclass
+class Schedule:
+    kernels: list
+    roots: set                   # ids of nodes that are computed by a kernel as a unit
+    locals: set                  # ids of roots kept in a register, never stored
+    nodes: list
+
+
+class Gathered:
+    """An index entry whose value is read from an index tensor (``take``)."""
+
+    __slots__ = ("indices", "index", "size")
+
+    def __init__(self, indices: Tensor, index: tuple, size):
+        self.indices, self.index, self.size = indices, index, size
+
+    def __eq__(self, other):
+        return False
+
+    __hash__ = object.__hash__
+
+
+def loop_index(rank: int) -> tuple:
+    return tuple(f"i{k}" for k in range(rank))
+
+
+def input_indices(node: Tensor, index: tuple, dim_code) -> list:
+    """Where each input of an inlined ``node`` is read when ``node`` is read at ``index``.
+
+    ``index`` holds one code string per axis of ``node`` (``"i0"``, ``"0"``, ``"(2 + i1)"``) or a
+    ``Gathered``; ``dim_code`` renders a call-time size as code.
+    """
+    op, attrs = node.op, dict(node.attrs)
+    kind = REGISTRY[op].kind
+    if kind is Kind.ELEMENTWISE or op == "broadcast_to":
+        return [aligned(index, node.dims, x.dims) for x in node.inputs]
+    if op == "transpose":
+        out = [None] * node.ndim
+        for k, a in enumerate(attrs["axes"]):
+            out[a] = index[k]
+        return [tuple(out)]
+    if op == "reshape":
+        (x,) = node.inputs
+        kept = [e for e, d in zip(index, node.dims) if d != 1]
+        if len(kept) != sum(1 for d in x.dims if d != 1):
+            raise AssertionError("general reshape is read through a view, not an index map")
+        it = iter(kept)
+        return [tuple("0" if d == 1 else next(it) for d in x.dims)]
+    if op == "slice":
+        (x,) = node.inputs
+        return [tuple(slice_index(e, d, s, dim_code)
+                      for e, d, s in zip(index, x.dims, attrs["index"]))]
+    if op == "numel":
+        return []
+    if op == "take":
+        a, idx = node.inputs
+        axis = attrs["axis"]
+        inner = tuple(index[axis:axis + idx.ndim])
+        return [tuple(index[:axis]) + (Gathered(idx, inner, a.dims[axis]),)
+                + tuple(index[axis + idx.ndim:]), inner]
+    raise AssertionError(f"{op} is not inlined")
+
+
+def aligned(index: tuple, out_dims: tuple, in_dims: tuple) -> tuple:
+    """NumPy broadcasting as an index map: leading axes dropped, size-1 axes read at 0."""
+    offset = len(out_dims) - len(in_dims)
+    return tuple("0" if d == 1 else index[k + offset] for k, d in enumerate(in_dims))
+
+
+def slice_index(e, dim, s, dim_code) -> str:
+    start, _, step = s
+    if start is None:
+        start = 0 if step > 0 else dim - 1
+    elif sh.is_static(start) and start < 0:
+        start = dim + start
+    if step == 1 and start == 0:
+        return e
+    base = dim_code(start)
+    return f"({base} + {e})" if step == 1 else f"({base} + {step} * {e})"
+
+
+def data_inputs(node: Tensor) -> tuple:
+    """The inputs whose values a node reads (``numel`` only reads its input's shape)."""
+    return () if node.op == "numel" else node.inputs
+
+
+def trivial_reshape(node: Tensor) -> bool:
+    """A reshape that only adds or drops size-1 axes is an index map."""
+    (x,) = node.inputs
+    return [d for d in x.dims if d != 1] == [d for d in node.dims if d != 1]
+
+
+def is_view(node: Tensor) -> bool:
+    """Any other reshape is read through a ``.reshape`` view of its (stored) input."""
+    return node.op == "reshape" and not trivial_reshape(node)
+
+
+def space_of(node: Tensor, same=lambda dims: dims) -> tuple:
+    """The shape a root loops over: its input's for a reduction, else its own (``same``
+    names equal call-time sizes alike)."""
+    return same(node.inputs[0].dims if REGISTRY[node.op].kind is Kind.REDUCE else node.dims)
+
+
+def equal_sizes(nodes: list):
+    """Call-time sizes that broadcasting assumed equal (checked at each call) are one size
+    for scheduling, so ``x + w`` with ``x: (N,)``, ``w: (M,)`` and its gradients share a loop."""
+    parent: dict = {}
+
+    def find(s):
+        while parent.get(s, s) is not s:
+            s = parent[s]
+        return s
+
+    for n in nodes:
+        if n.op is None or not (REGISTRY[n.op].kind is Kind.ELEMENTWISE or n.op == "broadcast_to"):
+            continue
+        for x in data_inputs(n):
+            offset = n.ndim - x.ndim
+            for a, d in enumerate(x.dims):
+                s, t = sh.single_symbol(d), sh.single_symbol(n.dims[a + offset])
+                if s is not None and t is not None and find(s) is not find(t):
+                    parent[find(s)] = find(t)
+    mapping = {s: find(s) for s in parent}
+    return (lambda dims: sh.rename(dims, mapping)) if mapping else (lambda dims: dims)
+
+
+def reduced_axes(node: Tensor) -> tuple:
+    return dict(node.attrs)["axes"] if REGISTRY[node.op].kind is Kind.REDUCE else ()
+
+
+def is_suffix(axes: tuple, rank: int) -> bool:
+    return bool(axes) and tuple(axes) == tuple(range(rank - len(axes), rank))
+
+
+def schedule(targets: Sequence[Tensor]) -> Schedule:
+    """Choose roots, then group roots into kernels in an order that respects dependencies."""
+    nodes = toposort(targets)
+    same = equal_sizes(nodes)
+    roots = choose_roots(nodes, targets, same)
+    kernels, home, passno = [], {}, {}
+    for node in nodes:
+        if id(node) not in roots:
+            continue
+        if node.op in OPAQUE:
+            kernels.append(Kernel(f"k{len(kernels)}", node.op, node.dims, [[node]]))
+            home[id(node)] = len(kernels) - 1
+            continue
+        space = space_of(node, same)
+        deps = root_reads(node, roots)
+        first = max((home[id(d)] for d, _ in deps), default=0)
+        for k in range(first, len(kernels)):
+            placed = join(kernels[k], node, deps, home, passno, k, same)
+            if placed is not None:
+                break
+        else:
+            kernels.append(Kernel(f"k{len(kernels)}", "loop", space))
+            k, placed = len(kernels) - 1, (0, None)
+        kernel = kernels[k]
+        p, split = placed
+        if split is not None:
+            kernel.split = split
+        while len(kernel.passes) <= p:
+            kernel.passes.append([])
+        kernel.passes[p].append(node)
+        home[id(node)], passno[id(node)] = k, p
+    local = kept_local(kernels, targets, roots, nodes)
+    for kernel in kernels:
+        describe(kernel, roots)
+    return Schedule(kernels, roots, local, nodes)
+
+
+def choose_roots(nodes: list, targets: Sequence[Tensor], same) -> set:
+    """Nodes that get computed as a unit (and usually stored); all others are inlined."""
+    roots = {id(t) for t in targets if t.op is not None}
+
+    def store(x: Tensor):
+        if x.op is not None:
+            roots.add(id(x))
+
+    for n in nodes:
+        if n.op is None:
+            continue
+        if n.op in OPAQUE:
+            roots.add(id(n))
+            for x in n.inputs:
+                # BLAS reads a transposed buffer directly (a flag, not a copy)
+                store(x.inputs[0] if n.op == "matmul" and swaps_last_two(x) else x)
+        elif REGISTRY[n.op].kind is Kind.REDUCE:
+            roots.add(id(n))
+        elif n.op == "reshape" and not trivial_reshape(n):
+            store(n.inputs[0])  # read through a reshaped view of a contiguous buffer
+        elif n.op == "take":
+            store(n.inputs[1])  # indices are checked against bounds before any loop runs
+    # a value needed by loops of different shapes is stored once rather than recomputed
+    while True:
+        spaces: dict = {}
+        for n in reversed(nodes):
+            if n.op is None:
+                continue
+            mine = {space_of(n, same)} if id(n) in roots else spaces.get(id(n), set())
+            for x in data_inputs(n):
+                if x.op is not None and id(x) not in roots:
+                    spaces.setdefault(id(x), set()).update(mine)
+        shared = [n for n in nodes if n.op is not None and id(n) not in roots
+                  and len(spaces.get(id(n), ())) > 1]
+        if not shared:
+            return roots
+        roots.add(id(shared[-1]))
+
+
+def swaps_last_two(x: Tensor) -> bool:
+    if x.op != "transpose" or x.inputs[0].op is None and x.inputs[0].leaf == "constant":
+        return False
+    axes = dict(x.attrs)["axes"]
+    n = len(axes)
+    return n >= 2 and axes == tuple(range(n - 2)) + (n - 1, n - 2)
+
+
+def root_reads(node: Tensor, roots: set) -> list:
+    """The roots (and leaves) ``node`` reads, each with the index it reads it at."""
+    out = []
+    rank = len(space_of(node))
+    start = node.inputs[0] if REGISTRY[node.op].kind is Kind.REDUCE else node
+    index = loop_index(rank)
+
+    def walk(t: Tensor, idx: tuple, top: bool):
+        if t.op is None:
+            return
+        if id(t) in roots and not top:
+            out.append((t, idx))
+            return
+        if is_view(t):
+            if t.inputs[0].op is not None:
+                out.append((t.inputs[0], ("view",)))  # never the same element: not fusible
+            return
+        for x, xi in zip(data_inputs(t), input_indices(t, idx, str)):
+            walk(x, xi, False)
+
+    if start is node:
+        walk(node, index, True)
+    else:
+        walk(start, index, id(start) not in roots)
+    return out
+
+
+def join(kernel: Kernel, node: Tensor, deps: list, home: dict, passno: dict, k: int, same):
+    """``(pass, split)`` if ``node`` can run in ``kernel``; ``None`` if it cannot."""
+    if kernel.kind != "loop" or kernel.space != space_of(node, same):
+        return None
+    rank = len(kernel.space)
+    p, split = 0, None
+    for dep, idx in deps:
+        if home.get(id(dep)) != k:
+            continue
+        if all(isinstance(e, str) for e in idx) and tuple(idx) == loop_index(rank) \
+                and same(dep.dims) == kernel.space:
+            p = max(p, passno[id(dep)])       # same element, same pass
+            continue
+        axes = reduced_axes(dep)
+        if REGISTRY[dep.op].kind is Kind.REDUCE and is_suffix(axes, rank) \
+                and row_read(idx, axes, rank):
+            depth = rank - len(axes)
+            if (kernel.split if split is None else split) not in (None, depth):
+                return None
+            split = depth
+            p = max(p, passno[id(dep)] + 1)   # after the row is reduced
+            continue
+        return None
+    return p, split
+
+
+def row_read(idx: tuple, axes: tuple, rank: int) -> bool:
+    """Is a reduction over ``axes`` read once per row: kept axes in loop order, reduced at 0?"""
+    kept = [f"i{a}" for a in range(rank) if a not in axes]
+    if any(not isinstance(e, str) for e in idx):
+        return False
+    return [e for e in idx if e != "0"] == kept and len(idx) in (rank, rank - len(axes))
+
+
+def kept_local(kernels: list, targets, roots: set, nodes: list) -> set:
+    """Row reductions read only inside their own kernel live in a register, never stored."""
+    users: dict = {}
+    for n in nodes:
+        for x in n.inputs:
+            users.setdefault(id(x), []).append(n)
+    target_ids = {id(t) for t in targets}
+    local = set()
+    for kernel in kernels:
+        if kernel.kind != "loop" or kernel.split is None:
+            continue
+        mine = {id(r) for r in kernel.roots}
+        for r in kernel.roots:
+            axes = reduced_axes(r)
+            if id(r) in target_ids or not is_suffix(axes, len(kernel.space)) or \
+                    len(kernel.space) - len(axes) != kernel.split:
+                continue
+            readers = reachable_roots(r, users, roots)
+            if readers and readers <= mine:
+                local.add(id(r))
+    return local
+
+
+def reachable_roots(node: Tensor, users: dict, roots: set) -> set:
+    """Roots that read ``node`` directly or through inlined nodes."""
+    found, stack = set(), list(users.get(id(node), []))
+    while stack:
+        u = stack.pop()
+        if id(u) in roots:
+            found.add(id(u))
+        else:
+            stack.extend(users.get(id(u), []))
+    return found
+
+
+def describe(kernel: Kernel, roots: set) -> None:
+    """Fill ``nodes`` (everything computed, in order), ``reads`` and ``writes``."""
+    members, reads = [], []
+    seen = set()
+
+    def walk(t: Tensor, top: bool):
+        if id(t) in seen:
+            return
+        if t.op is None or (id(t) in roots and not top) or is_view(t):
+            seen.add(id(t))
+            reads.append(t)
+            return
+        seen.add(id(t))
+        for x in data_inputs(t):
+            walk(x, False)
+        members.append(t)
+
+    for root in kernel.roots:
+        walk(root, True)
+    kernel.nodes, kernel.reads = members, reads
+    kernel.writes = list(kernel.roots)
