@@ -610,6 +610,8 @@ class Program:
         self.entry = self.module.run
         self.const_values = [np.ascontiguousarray(c.value) for c in self.consts]
         self.spans = self.lifetimes()
+        self.pick = self.picks(placeholders)
+        self.parallel = "numba.prange" in source
         self.stats["kernels"] = len(self.kernels)
 
     def lifetimes(self) -> list:
@@ -630,6 +632,7 @@ class Program:
         plan.blas = None if not flops else \
             blas.threads_for(max(sh.evaluate(f, plan.env) for f in flops),
                              numba.get_num_threads())
+        plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
         blocks: list = []   # [dtype, array, free after kernel]
         plan.temps = []
         for t, (start, end) in zip(self.temps, self.spans):
@@ -643,34 +646,38 @@ class Program:
             block[2] = end
             plan.temps.append(block[1][:count].reshape(shape))
 
+    def picks(self, placeholders: Sequence[Tensor]) -> list:
+        """How to fetch each result: ``("out", k, copy?)``, ``("arg", k)`` or ``("leaf", node)``;
+        repeated or leaf results are copies, so no two results share memory."""
+        out_pos = {id(n): k for k, n in enumerate(self.outputs)}
+        arg_pos = {id(p): k for k, p in enumerate(placeholders)}
+        picks, seen = [], set()
+        for t in self.targets:
+            if id(t) in out_pos:
+                picks.append(("out", out_pos[id(t)], id(t) in seen))
+            elif t.leaf == "placeholder":
+                picks.append(("arg", arg_pos[id(t)], True))
+            else:
+                picks.append(("leaf", t, True))
+            seen.add(id(t))
+        return picks
+
     def run(self, arrays: Sequence[np.ndarray], plan) -> list:
         if getattr(plan, "temps", None) is None:
             self.prepare(plan)
-        shapes = plan.shapes
-        outs = [np.empty(shapes[id(n)], n.dtype) for n in self.outputs]
+        outs = [np.empty(shape, dtype) for shape, dtype in plan.outputs]
         args = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
+        nc = numba.get_num_threads() if self.parallel else 1
         before = None if plan.blas is None else blas.set_threads(plan.blas)
         try:
             self.entry(*args, *[p.value for p in self.params], *self.const_values, *outs,
-                       *plan.temps, numba.get_num_threads())
+                       *plan.temps, nc)
         finally:
             if before is not None and before != plan.blas:
                 blas.set_threads(before)
-        found = {id(n): a for n, a in zip(self.outputs, outs)}
-        results, given = [], set()
-        for t in self.targets:
-            value = found.get(id(t))
-            if value is None:   # a leaf: copy, it is an argument or a parameter's array
-                value = np.array(arrays[self.placeholder_pos(t)] if t.leaf == "placeholder"
-                                 else t.value)
-            elif id(value) in given:
-                value = value.copy()
-            given.add(id(value))
-            results.append(value)
-        return results
-
-    def placeholder_pos(self, t: Tensor) -> int:
-        return [id(p) for p in self.graph.inputs if p.leaf == "placeholder"].index(id(t))
+        return [(outs[k].copy() if again else outs[k]) if kind == "out" else
+                np.array(arrays[k]) if kind == "arg" else np.array(k.value)
+                for kind, k, again in self.pick]
 
 
 def version() -> str:

@@ -1,0 +1,44 @@
+"""Every script in examples/ runs end to end, exits 0 and prints what it promises."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+def check_mlp(stdout: str) -> None:
+    losses = [float(v) for v in re.findall(r"step\s+\d+\s+loss\s+(\S+)", stdout)]
+    steps = [int(v) for v in re.findall(r"step\s+(\d+)\s+loss", stdout)]
+    assert steps == [100, 200, 300, 400, 500], stdout
+    # the tutorial's network fits its random data: the loss falls by orders of magnitude
+    assert all(a > b for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 1e-3 * losses[0], losses
+    assert "500 steps in" in stdout and "fused kernels" in stdout
+
+
+# what each known example must print, beyond exiting 0 with some output
+EXPECTED = {"mlp.py": check_mlp}
+
+
+def test_examples_exist():
+    assert "mlp.py" in [p.name for p in EXAMPLES]
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(script: Path):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{script.name} failed:\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.strip(), f"{script.name} printed nothing"
+    assert "Traceback" not in result.stderr, result.stderr
+    check = EXPECTED.get(script.name)
+    if check is not None:
+        check(result.stdout)
