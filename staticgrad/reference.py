@@ -4,6 +4,7 @@ rule. It is the oracle every compiled backend is tested against, so it stays thi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,19 +15,24 @@ from .tensor import Tensor
 
 
 def evaluate(nodes: Sequence[Tensor], feeds: dict, env: dict) -> dict:
-    """Values of ``nodes`` (topologically ordered) given placeholder ``feeds`` (by ``id``) and the
-    call-time sizes ``env``; parameters are read from their current ``.value``."""
+    """Values of ``nodes`` (topologically ordered) given ``feeds`` (values by ``id``: every
+    placeholder, and any other node given a value) and the call-time sizes ``env``; parameters
+    are read from their current ``.value``."""
     values: dict = {}
     with np.errstate(all="ignore"):  # NaN and inf propagate silently, as in compiled code
         for node in nodes:
-            if node.leaf == "placeholder":
+            if node.leaf == "placeholder" or id(node) in feeds:
                 values[id(node)] = feeds[id(node)]
             elif node.leaf is not None:
                 values[id(node)] = node.value
             else:
                 args = [values[id(i)] for i in node.inputs]
                 attrs = {k: sh.evaluate(v, env) for k, v in node.attrs}
-                out = np.asarray(REGISTRY[node.op].numpy(*args, **attrs))
+                try:
+                    out = np.asarray(REGISTRY[node.op].numpy(*args, **attrs))
+                except (IndexError, ValueError) as err:   # a bad index: name the op and line
+                    where = f"{os.path.basename(node.source[0])}:{node.source[1]}"
+                    raise type(err)(f"{node.op} at {where}: {err}") from None
                 values[id(node)] = out.astype(node.dtype, copy=False)
     return values
 

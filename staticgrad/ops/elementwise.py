@@ -1,8 +1,9 @@
 """Elementwise primitives: one statement each (name, NumPy reference, loop template, VJP).
 
-Templates are scalar expressions over the operands ``{0}, {1}, ...``; VJP rules take the
-cotangent ``g``, the output ``y`` and the inputs, and may ignore broadcasting (autodiff sums
-the gradient back to each input's shape).
+Templates are scalar expressions over the operands ``{0}, {1}, ...``; transcendental functions
+call ``staticgrad.mathlib``, whose kernels LLVM can vectorize (libm calls it cannot). VJP rules
+take the cotangent ``g``, the output ``y`` and the inputs, and may ignore broadcasting (autodiff
+sums the gradient back to each input's shape).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ __all__ = ["add", "subtract", "multiply", "divide", "power", "maximum", "minimum
 
 def split_ties(g, wins, ties):
     """Where two operands tie for max/min each gets half the gradient (as JAX and PyTorch)."""
-    return g * where(wins, 1.0, where(ties, 0.5, 0.0))
+    # where(cond, 1.0, 0.5) of two Python scalars would be a strong float64 (as in NumPy)
+    return where(wins, g, where(ties, 0.5 * g, 0.0))
 
 
 def sigmoid_reference(x):
@@ -49,21 +51,21 @@ minimum = binary("minimum", np.minimum, MIN,
                  lambda g, y, a, b: [split_ties(g, a < b, a == b), split_ties(g, b < a, a == b)])
 
 negative = unary("neg", np.negative, "(-{0})", lambda g, y, x: [-g])
-exp = unary("exp", np.exp, "math.exp({0})", lambda g, y, x: [g * y])
-log = unary("log", np.log, "math.log({0})", lambda g, y, x: [g / x], domain=(0.1, 4.0))
-log1p = unary("log1p", np.log1p, "math.log1p({0})", lambda g, y, x: [g / (1 + x)],
+exp = unary("exp", np.exp, "mathlib.exp({0})", lambda g, y, x: [g * y])
+log = unary("log", np.log, "mathlib.log({0})", lambda g, y, x: [g / x], domain=(0.1, 4.0))
+log1p = unary("log1p", np.log1p, "mathlib.log1p({0})", lambda g, y, x: [g / (1 + x)],
               domain=(-0.5, 3.0))
-expm1 = unary("expm1", np.expm1, "math.expm1({0})", lambda g, y, x: [g * (y + 1)])
+expm1 = unary("expm1", np.expm1, "mathlib.expm1({0})", lambda g, y, x: [g * (y + 1)])
 sqrt = unary("sqrt", np.sqrt, "math.sqrt({0})", lambda g, y, x: [g / (2 * y)],
              domain=(0.1, 4.0))
 abs = unary("abs", np.absolute, "abs({0})", lambda g, y, x: [g * sign(x)])
 sign = unary("sign", np.sign, "np.sign({0})", lambda g, y, x: [None])
-sin = unary("sin", np.sin, "math.sin({0})", lambda g, y, x: [g * cos(x)])
-cos = unary("cos", np.cos, "math.cos({0})", lambda g, y, x: [-g * sin(x)])
-tan = unary("tan", np.tan, "math.tan({0})", lambda g, y, x: [g * (1 + y * y)],
+sin = unary("sin", np.sin, "mathlib.sin({0})", lambda g, y, x: [g * cos(x)])
+cos = unary("cos", np.cos, "mathlib.cos({0})", lambda g, y, x: [-g * sin(x)])
+tan = unary("tan", np.tan, "mathlib.tan({0})", lambda g, y, x: [g * (1 + y * y)],
             domain=(-1.2, 1.2))
-tanh = unary("tanh", np.tanh, "math.tanh({0})", lambda g, y, x: [g * (1 - y * y)])
-sigmoid = unary("sigmoid", sigmoid_reference, "(1 / (1 + math.exp(-{0})))",
+tanh = unary("tanh", np.tanh, "mathlib.tanh({0})", lambda g, y, x: [g * (1 - y * y)])
+sigmoid = unary("sigmoid", sigmoid_reference, "mathlib.sigmoid({0})",
                 lambda g, y, x: [g * y * (1 - y)])
 relu = unary("relu", lambda x: np.maximum(x, 0), MAX.replace("{1}", "{t}(0)"),
              lambda g, y, x: [where(x > 0, g, 0)], dtype=lambda dtypes: dtypes[0])

@@ -9,7 +9,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import shapes as sh
 from ..tensor import Tensor, apply, build_error
-from . import Kind, defop, promote
+from . import Kind, cast, defop, promote
 from .elementwise import multiply
 from .movement import broadcast_to, reshape, swapaxes, transpose
 
@@ -57,8 +57,10 @@ def matmul(a, b) -> Tensor:
         batch = sh.broadcast_shapes(a2.dims[:-2], b2.dims[:-2])
     except ValueError as err:
         raise build_error(err, "matmul", [a, b]) from None
-    a2 = broadcast_to(a2, batch + a2.dims[-2:])
-    b2 = broadcast_to(b2, batch + b2.dims[-2:])
+    # BLAS multiplies operands of one dtype: mixed ones meet at NumPy's result dtype first
+    common = dt.ufunc_dtype(np.matmul, [a.dtype, b.dtype])
+    a2 = broadcast_to(cast(a2, common), batch + a2.dims[-2:])
+    b2 = broadcast_to(cast(b2, common), batch + b2.dims[-2:])
     out = apply("matmul", [a2, b2])
     dims = batch + (a.dims[-2:-1] if a.ndim > 1 else ()) + (b.dims[-1:] if b.ndim > 1 else ())
     return reshape(out, dims)

@@ -12,6 +12,7 @@ import numpy as np
 from .. import shapes as sh
 from ..tensor import Tensor, apply, as_tensor, build_error, constant
 from . import Kind, defop, promote, same_dtype
+from .elementwise import logical_or, where
 
 __all__ = ["reshape", "transpose", "broadcast_to", "expand_dims", "squeeze", "swapaxes",
            "concatenate", "take", "getitem", "numel"]
@@ -265,13 +266,22 @@ def gather(x: Tensor, arrays: list) -> Tensor:
     if axes != list(range(axes[0], axes[0] + len(axes))):
         raise IndexError("integer-array indices must be on adjacent axes")
     first, last = axes[0], axes[-1] + 1
-    flat = None
-    for a, idx in arrays:
+    for _, idx in arrays:
         if idx.dtype.kind not in "iu":
             raise IndexError(f"arrays used as indices must be of integer type, not {idx.dtype}")
-        idx = idx + numel(x, (a,), idx.dtype) * (idx < 0)  # NumPy's negative indices
-        flat = idx if flat is None else flat * numel(x, (a,), idx.dtype) + idx
+    if len(arrays) == 1:   # take itself wraps negative indices and checks the bounds
+        return take(x, arrays[0][1], axis=first)
+    flat = outside = None
+    for a, idx in arrays:
+        n = numel(x, (a,), idx.dtype)
+        bad = logical_or(idx < -n, idx >= n)
+        outside = bad if outside is None else logical_or(outside, bad)
+        idx = idx + n * (idx < 0)  # NumPy's negative indices
+        flat = idx if flat is None else flat * n + idx
     merged = x.dims[:first] + (sh.size(x.dims[first:last]),) + x.dims[last:]
+    # an index outside its own axis may still land inside the merged one: send it past the end,
+    # where take's bounds check catches it
+    flat = where(outside, numel(x, tuple(range(first, last)), flat.dtype), flat)
     return take(reshape(x, merged), flat, axis=first)
 
 

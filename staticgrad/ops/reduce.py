@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import accumulated_dtype, cast, reduction
-from .elementwise import MAX, MIN, equal, logical_and, where
+from .elementwise import MAX, MIN, equal, where
 from .movement import broadcast_to, reshape
 
 __all__ = ["sum", "max", "min", "prod", "restore_axes"]
@@ -33,14 +33,18 @@ def extremum_vjp(g, y, x, axes, keepdims):
 
 
 def prod_vjp(g, y, x, axes, keepdims):
-    # d prod / d x_i is the product of the others, also where some x are zero
+    # d prod / d x_i is the product of the others. Where x_i != 0 that is prod / x_i (zero if
+    # another element is, and prod's own VJP then gives its derivative). At a zero x_i it is
+    # the product of the non-zero elements times the other zeros: nothing else if x_i is the
+    # only zero, the other zero x_l (value 0, derivative 1) if there are two, else 0. Spelling
+    # x_l as (sum of the zeros - x_i) keeps second derivatives right.
     zero = equal(x, 0)
-    safe_x = where(zero, 1, x)
+    safe = where(zero, 1, x)
     zeros = sum(cast(zero, x.dtype), axes, keepdims=True)
-    others = prod(safe_x, axes, keepdims=True)
-    only_zero = logical_and(zero, equal(zeros, 1))
-    partial = where(equal(zeros, 0), restore_axes(y, x, axes, keepdims) / safe_x,
-                    where(only_zero, others, 0))
+    others = prod(safe, axes, keepdims=True)
+    other_zero = sum(where(zero, x, 0), axes, keepdims=True) - x
+    at_zero = where(equal(zeros, 1), others, where(equal(zeros, 2), others * other_zero, 0))
+    partial = where(zero, at_zero, restore_axes(y, x, axes, keepdims) / safe)
     return [restore_axes(g, x, axes, keepdims) * partial]
 
 
