@@ -30,9 +30,12 @@ from .ops import REGISTRY, Kind
 from .schedule import Gathered, Kernel, input_indices, is_view, loop_index, reduced_axes, schedule
 from .tensor import Tensor
 
-PARALLEL_MIN = 1 << 16   # elements below which a loop runs on one thread (thread start-up)
+PARALLEL_MIN = 1 << 18   # elements below which a loop runs on one thread (thread start-up)
+BLOCK = 1024             # a float32 sum adds this many elements in float32, then in float64
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"  # never nnan/ninf: NaN and inf propagate
-FORMAT = 1               # bump when the generated code changes meaning
+# error_model numpy: x / 0 gives inf or nan as in NumPy, not ZeroDivisionError
+JIT_FLAGS = f"fastmath={FASTMATH}, error_model='numpy', cache=True"
+FORMAT = 8               # bump when the generated code changes meaning
 
 
 def cache_dir() -> str:
@@ -54,6 +57,12 @@ class Names:
                 for s in sh.symbols_in(d):
                     self.syms.setdefault(s, f"n{len(self.syms)}")
         self.arg = {id(p): f"a{k}" for k, p in enumerate(placeholders)}
+        self.counter = 0
+
+    def fresh(self, prefix: str) -> str:
+        """A new local name: kernels share ``run``'s body, so names are unique per module."""
+        self.counter += 1
+        return f"{prefix}{self.counter}"
 
     def array(self, node: Tensor) -> str:
         if node.leaf == "placeholder":
@@ -86,8 +95,10 @@ def literal(value, dtype: np.dtype) -> str:
         return "True" if value else "False"
     if dtype.kind == "f":
         v = float(value)
+        # the shortest text that gives the same value in this dtype: 1e-06, not 9.99...e-07
         text = "np.nan" if np.isnan(v) else ("np.inf" if v == np.inf else
-                                             "-np.inf" if v == -np.inf else repr(v))
+                                             "-np.inf" if v == -np.inf else
+                                             repr(float(str(dtype.type(v)))))
         return f"np.{dtype.name}({text})"
     return f"np.{dtype.name}({int(value)})"
 
@@ -124,24 +135,33 @@ def initial(node: Tensor) -> str:
 class Nest:
     """One chunked loop nest. ``pre[d]`` runs inside loops ``0..d-1`` before loop ``d`` opens
     and ``post[d]`` after it closes. Depths below ``split`` are shared by all passes; from
-    ``split`` down each pass has its own loops, run one after another over the same row."""
+    ``split`` down each pass has its own loops, run one after another over the same row.
+
+    Lines emitted with ``block=True`` make the innermost loop run in blocks of ``BLOCK``
+    elements, the lines running before and after each block: a float32 sum then adds a block
+    in float32 (full-width vectors) and the blocks in float64 (accuracy)."""
 
     def __init__(self, writer: KernelWriter, split: int, passes: int):
         self.writer, self.split, self.rank = writer, split, writer.rank
-        depths = range(self.rank + 1)
-        self.shared = [{d: [] for d in depths}, {d: [] for d in depths}]
-        self.own = [[{d: [] for d in depths}, {d: [] for d in depths}] for _ in range(passes)]
+
+        def table() -> dict:
+            return {**{d: [] for d in range(self.rank + 1)}, "block": []}
+
+        self.shared = [table(), table()]
+        self.own = [[table(), table()] for _ in range(passes)]
         self.before: list = []   # before the chunk loop
         self.after: list = []    # after it
         self.current = 0
 
-    def emit(self, depth: int, line: str, post: bool = False) -> None:
+    def emit(self, depth: int, line: str, post: bool = False, block: bool = False) -> None:
         if depth < 0:   # loop-invariant values go before the loops (Numba's parallel
             self.before.append(line)   # lowering cannot index a 0-d array inside them)
             return
+        if block:
+            depth = self.rank - 1
         side = 1 if post else 0
         table = self.shared[side] if depth < self.split else self.own[self.current][side]
-        table[depth].append(line)
+        table["block" if block else depth].append(line)
 
     def lines(self, parallel: bool) -> list:
         out = list(self.before)
@@ -150,9 +170,15 @@ class Nest:
                 out += self.own[p][0][0] + self.own[p][1][0]
             return out + self.after
         n0 = self.writer.names.dim(self.writer.space[0])
-        out += [f"for c in {'numba.prange' if parallel else 'range'}(nc):",
-                f"    lo = c * {n0} // nc",
-                f"    hi = (c + 1) * {n0} // nc"]
+        if not parallel:   # one chunk: the whole range
+            body = self.level(0)
+            chunk = ["c = 0"] if re.search(r"\bc\b", "\n".join(out + body + self.after)) else []
+            return out + chunk + [f"lo, hi = np.uint64(0), np.uint64({n0})"] + body + self.after
+        # unsigned bounds: LLVM then knows the indices are not negative, drops Numba's
+        # wraparound select and loads consecutive vectors
+        out += ["for c in numba.prange(nc):",
+                f"    lo = np.uint64(c * {n0} // nc)",
+                f"    hi = np.uint64((c + 1) * {n0} // nc)"]
         out += indent(self.level(0), 1)
         return out + self.after
 
@@ -162,18 +188,26 @@ class Nest:
             for p in range(len(self.own)):
                 out += self.own_level(p, d)
             return out
-        return self.shared[0][d] + self.loop(d, self.level(d + 1)) + self.shared[1][d]
+        return (self.shared[0][d] + self.loop(d, self.level(d + 1), self.shared)
+                + self.shared[1][d])
 
     def own_level(self, p: int, d: int) -> list:
         pre, post = self.own[p][0][d], self.own[p][1][d]
-        inner = self.loop(d, self.own_level(p, d + 1)) if d < self.rank else []
+        inner = self.loop(d, self.own_level(p, d + 1), self.own[p]) if d < self.rank else []
         return pre + inner + post
 
-    def loop(self, d: int, body: list) -> list:
+    def loop(self, d: int, body: list, section: list) -> list:
         if d >= self.rank or not body:
             return []
-        bounds = "lo, hi" if d == 0 else self.writer.names.dim(self.writer.space[d])
-        return [f"for i{d} in range({bounds}):"] + indent(body, 1)
+        lo, hi = ("lo", "hi") if d == 0 else ("0", self.writer.names.dim(self.writer.space[d]))
+        head, tail = (section[0]["block"], section[1]["block"]) if d == self.rank - 1 \
+            else ([], [])
+        if not head and not tail:
+            bounds = "lo, hi" if d == 0 else hi
+            return [f"for i{d} in range({bounds}):"] + indent(body, 1)
+        step = f"np.uint64({BLOCK})" if d == 0 else str(BLOCK)   # unsigned with unsigned
+        inner = [f"for i{d} in range(b{d}, min(b{d} + {step}, {hi})):"] + indent(body, 1)
+        return [f"for b{d} in range({lo}, {hi}, {BLOCK}):"] + indent(head + inner + tail, 1)
 
 
 def indent(lines: list, levels: int) -> list:
@@ -187,7 +221,6 @@ class KernelWriter:
     def __init__(self, kernel: Kernel, names: Names, roots: set, local: set):
         self.kernel, self.names, self.roots, self.local = kernel, names, roots, local
         self.space, self.rank = kernel.space, len(kernel.space)
-        self.counter = 0
         self.registers: dict = {}   # id(reduction) -> variable holding its finished value
         self.values: dict = {}
         self.nests: list = []
@@ -197,13 +230,16 @@ class KernelWriter:
             for roots_ in kernel.passes:
                 self.nest = Nest(self, self.rank, 1)
                 self.nests.append(self.nest)
+                # only values computed before the loops (depth 0) are seen by later nests
+                self.values = {k: v for k, v in self.values.items() if v[1] == 0}
                 self.write_pass(roots_)
         else:
             self.nest = Nest(self, split, len(kernel.passes))
             self.nests.append(self.nest)
             for p, roots_ in enumerate(kernel.passes):
                 self.nest.current = p
-                self.values = {k: v for k, v in self.values.items() if v[1] < split}
+                # values at the row depth stay visible to later passes; deeper ones do not
+                self.values = {k: v for k, v in self.values.items() if v[1] <= split}
                 self.write_pass(roots_)
 
     def write_pass(self, roots_: list) -> None:
@@ -217,8 +253,7 @@ class KernelWriter:
                 self.nest.emit(self.rank, f"{self.names.array(r)}[{idx}] = {code}")
 
     def fresh(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
+        return self.names.fresh(prefix)
 
     def lines(self, parallel: bool) -> list:
         out = []
@@ -239,7 +274,8 @@ class KernelWriter:
         code, depth = self.compute(node, index, top)
         if not re.fullmatch(r"[\w.]+|np\.\w+\([^()]*\)", code):
             var = self.fresh("v")
-            self.nest.emit(depth if depth > 0 else -1, f"{var} = {code}")
+            # a 0-d kernel has no loops: everything stays in program order
+            self.nest.emit(depth if depth > 0 or self.rank == 0 else -1, f"{var} = {code}")
             code = var
         self.values[key] = (code, depth)
         return code, depth
@@ -292,6 +328,7 @@ class KernelWriter:
         combine = REGISTRY[node.op].loop
         acc_dtype = accumulator_dtype(node)
         value, depth = self.value(node.inputs[0], loop_index(rank))
+        raw = value
         if acc_dtype != node.inputs[0].dtype:
             value = f"{ctor(acc_dtype)}({value})"
         depth = max(depth, rank)
@@ -303,7 +340,14 @@ class KernelWriter:
             first = len(kept)
             acc = self.fresh("acc")
             nest.emit(first, f"{acc} = {initial(node)}")
-            nest.emit(depth, f"{acc} = {combine.format(acc, value)}")
+            if node.op == "sum" and node.inputs[0].dtype == np.float32 and acc_dtype != np.float32:
+                block = self.fresh("blk")
+                nest.emit(depth, f"{block} = {literal(0, np.float32)}", block=True)
+                nest.emit(depth, f"{block} = {combine.format(block, raw)}")
+                nest.emit(depth, f"{acc} = {combine.format(acc, f'{ctor(acc_dtype)}({block})')}",
+                          post=True, block=True)
+            else:
+                nest.emit(depth, f"{acc} = {combine.format(acc, value)}")
             if first == 0 and rank > 0:
                 part, total = self.fresh("part"), self.fresh("total")
                 nest.before.append(f"{part} = np.empty(nc, {ctor(acc_dtype)})")
@@ -362,15 +406,16 @@ def operand(x: Tensor, names: Names) -> str:
 def matmul_lines(node: Tensor, names: Names) -> list:
     a, b = (operand(x, names) for x in node.inputs)
     out = names.array(node)
+    q, k = names.fresh("q"), names.fresh("k")
     if node.dtype.kind != "f":
         return [f"{out}[...] = 0",
-                f"for q in np.ndindex({out}.shape):",
-                f"    for k in range({a}.shape[-1]):",
-                f"        {out}[q] += {a}[q[:-1] + (k,)] * {b}[q[:-2] + (k, q[-1])]"]
+                f"for {q} in np.ndindex({out}.shape):",
+                f"    for {k} in range({a}.shape[-1]):",
+                f"        {out}[{q}] += {a}[{q}[:-1] + ({k},)] * {b}[{q}[:-2] + ({k}, {q}[-1])]"]
     if node.ndim == 2:
         return [f"np.dot({a}, {b}, {out})"]
-    return [f"for q in np.ndindex({out}.shape[:-2]):",
-            f"    np.dot({a}[q], {b}[q], {out}[q])"]
+    return [f"for {q} in np.ndindex({out}.shape[:-2]):",
+            f"    np.dot({a}[{q}], {b}[{q}], {out}[{q}])"]
 
 
 def slice_code(index: tuple, names: Names) -> str:
@@ -403,10 +448,11 @@ def untake_lines(node: Tensor, names: Names) -> list:
     axis, size = dict(node.attrs)["axis"], dict(node.attrs)["size"]
     out, gn, xn = names.array(node), names.array(g), names.array(idx)
     k = idx.ndim
-    lines = [f"{out}[...] = 0", f"for q in np.ndindex({gn}.shape):",
-             f"    j = {xn}[q[{axis}:{axis + k}]]" if k else f"    j = {xn}[()]",
-             f"    j = j + {names.dim(size)} if j < 0 else j",
-             f"    {out}[q[:{axis}] + (j,) + q[{axis + k}:]] += {gn}[q]"]
+    q, j = names.fresh("q"), names.fresh("j")
+    lines = [f"{out}[...] = 0", f"for {q} in np.ndindex({gn}.shape):",
+             f"    {j} = {xn}[{q}[{axis}:{axis + k}]]" if k else f"    {j} = {xn}[()]",
+             f"    {j} = {j} + {names.dim(size)} if {j} < 0 else {j}",
+             f"    {out}[{q}[:{axis}] + ({j},) + {q}[{axis + k}:]] += {gn}[{q}]"]
     return lines
 
 
@@ -423,18 +469,30 @@ import math
 
 import numba
 import numpy as np
+
+from staticgrad import mathlib
 '''
 
 
 def render(sched, names: Names, placeholders: Sequence[Tensor], params: list, consts: list,
-           buffers: list) -> str:
-    """The module text: one function per kernel, then ``run`` calling them in order."""
+           outputs: list, temps: list, profile: bool = False) -> tuple:
+    """``(module text, the constants it takes)``: ``run`` does every kernel in order.
+
+    Serial loops and BLAS calls are written into ``run`` itself, so Numba compiles one
+    function, not one per kernel; loops large enough for threads are functions of their own
+    (``parallel=True``). ``profile`` makes every kernel a function, so ``explain`` can time
+    each. Constants and temporaries are views into one array per dtype (``const_float32``,
+    ``mem_float32``; ``off`` holds the temporaries' offsets, planned per call shape): fewer
+    arguments make a call cheaper and Numba's compile faster. Loops write one-element
+    constants as literals, so those are taken only where BLAS or an index check reads them.
+    """
     functions, calls = [], []
     for kernel in sched.kernels:
-        text, call = render_kernel(kernel, sched, names)
-        functions.append(text)
-        calls += call
-    args = [names.array(n) for n in list(placeholders) + params + consts + buffers]
+        fns, call = render_kernel(kernel, sched, names, profile)
+        functions += fns
+        calls += index_checks(kernel.nodes, names) + call
+    used = set(re.findall(r"\bc\d+\b", "\n".join(functions + calls)))
+    consts = [c for c in consts if c.value.size != 1 or names.array(c) in used]
     body = []
     for sym, var in names.syms.items():
         for p in placeholders:
@@ -443,58 +501,106 @@ def render(sched, names: Names, placeholders: Sequence[Tensor], params: list, co
             if axis is not None:
                 body.append(f"{var} = {names.array(p)}.shape[{axis}]")
                 break
-    body += index_checks(sched, names) + calls
-    run = ["@numba.njit(cache=True)", f"def run({', '.join(args + ['nc'])}):",
+    const_arenas, views = arena_views(consts, names, static=True)
+    body += views
+    temp_arenas, views = arena_views(temps, names, static=False)
+    body += views + calls
+    args = [names.array(n) for n in list(placeholders) + params + outputs] + const_arenas \
+        + temp_arenas + (["off"] if temps else [])
+    run = [f"@numba.njit({JIT_FLAGS})", f"def run({', '.join(args + ['nc'])}):",
            *indent(body or ["pass"], 1)]
-    return "\n\n\n".join(functions + ["\n".join(run)]) + "\n"
+    return "\n\n\n".join(functions + ["\n".join(run)]) + "\n", consts
 
 
-def index_checks(sched, names: Names) -> list:
-    """Indices are checked before any loop uses them, so a bad index raises, not corrupts."""
+def arena_dtypes(nodes: list) -> list:
+    return sorted({n.dtype for n in nodes}, key=lambda d: d.name)
+
+
+def arena_views(nodes: list, names: Names, static: bool) -> tuple:
+    """``(arena argument names, lines making each node's view into its dtype's arena)``.
+    Constants sit at fixed offsets (``layout``); temporaries at ``off[k]``, set per call."""
+    prefix = "const" if static else "mem"
+    arenas = [f"{prefix}_{d.name}" for d in arena_dtypes(nodes)]
+    lines, offsets = [], layout(nodes) if static else None
+    for k, n in enumerate(nodes):
+        size = names.size(n.dims)
+        start = str(offsets[k]) if static else f"off[{k}]"
+        stop = str(offsets[k] + sh.size(n.dims)) if static else f"off[{k}] + {size}"
+        dims = ", ".join(names.dim(d) for d in n.dims)
+        lines.append(f"{names.array(n)} = {prefix}_{n.dtype.name}[{start}:{stop}]"
+                     f".reshape(({dims}{',' if n.dims else ''}))")
+    return arenas, lines
+
+
+ALIGN = 16   # arena offsets are multiples of 16 elements, so every view is 64-byte aligned
+
+
+def layout(nodes: list) -> list:
+    """Offsets of constants packed one after another in their dtype's arena."""
+    ends: dict = {}
+    out = []
+    for n in nodes:
+        start = ends.get(n.dtype, 0)
+        out.append(start)
+        ends[n.dtype] = start + -(-max(int(n.value.size), 1) // ALIGN) * ALIGN
+    return out
+
+
+def index_checks(nodes: list, names: Names) -> list:
+    """Indices are checked before the kernel that uses them (and after the one computing
+    them), so a bad index raises, not corrupts."""
     lines = []
-    for node in sched.nodes:
+    for node in nodes:
         if node.op not in ("take", "untake"):
             continue
         idx = node.inputs[1]
         size = node.inputs[0].dims[dict(node.attrs)["axis"]] if node.op == "take" \
             else dict(node.attrs)["size"]
         where = f"{os.path.basename(node.source[0])}:{node.source[1]}"
-        n = names.dim(size)
-        lines += [f"for j in {names.array(idx)}.ravel():",
-                  f"    if j < -{n} or j >= {n}:",
+        n, j = names.dim(size), names.fresh("j")
+        lines += [f"for {j} in {names.array(idx)}.ravel():",
+                  f"    if {j} < -{n} or {j} >= {n}:",
                   f"        raise IndexError('{node.op} at {where}: an index is out of bounds "
                   f"for an axis of size {sh.show_dim(size)}')"]
     return lines
 
 
-def render_kernel(kernel: Kernel, sched, names: Names) -> tuple:
-    """``(function text, lines of run that call it)``."""
+def render_kernel(kernel: Kernel, sched, names: Names, profile: bool) -> tuple:
+    """``(functions, lines of run)`` for one kernel: its code itself, or a call to it."""
     members = ", ".join(f"%{names.index[id(n)]} {n.op}" for n in kernel.nodes)
     comment = f"# {kernel.name}: {kernel.kind} over {sh.show(kernel.space)} — {members}"
     if kernel.kind != "loop":
         body = OPAQUE_WRITERS[kernel.kind](kernel.roots[0], names)
-        return function(kernel.name, comment, body, parallel=False, names=names)
+        if profile:
+            text, call = function(kernel.name, comment, body, parallel=False)
+            return [text], call
+        return [], [comment, *body]
     writer = KernelWriter(kernel, names, sched.roots, sched.locals)
     size = sh.size(kernel.space)
-    variants = [False] if sh.is_static(size) and size < PARALLEL_MIN or not kernel.space \
-        else [True] if sh.is_static(size) else [True, False]
-    texts, calls = [], []
-    for parallel in variants:
-        name = kernel.name if parallel == variants[0] else f"{kernel.name}_serial"
-        # the thread count is an argument: calling numba.get_num_threads() here would make
-        # the function uncacheable (it reads a dynamic global)
-        body = view_lines(kernel, names) + ([] if parallel else ["nc = 1"]) \
-            + writer.lines(parallel)
-        text, call = function(name, comment, body, parallel, names)
-        texts.append(text)
-        calls.append(call)
-    if len(variants) == 1:
-        return texts[0], calls[0]
-    return "\n\n\n".join(texts), [f"if {names.size(kernel.space)} >= {PARALLEL_MIN}:",
-                                  *indent(calls[0], 1), "else:", *indent(calls[1], 1)]
+    serial = view_lines(kernel, names) + [re.sub(r"\bnc\b", "1", line)
+                                          for line in writer.lines(False)]
+    if not kernel.space or sh.is_static(size) and size < PARALLEL_MIN:
+        if profile:
+            text, call = function(kernel.name, comment, serial, parallel=False)
+            return [text], call
+        return [], [comment, *serial]
+    # the thread count is an argument: calling numba.get_num_threads() in the function would
+    # make it uncacheable (it reads a dynamic global)
+    text, call = function(kernel.name, comment, view_lines(kernel, names) + writer.lines(True),
+                          parallel=True)
+    if sh.is_static(size):
+        return [text], [comment, *call]
+    if profile:
+        serial_text, serial_call = function(f"{kernel.name}_serial", comment, serial, False)
+        return [text, serial_text], [f"if {names.size(kernel.space)} >= {PARALLEL_MIN}:",
+                                     *indent(call, 1), "else:", *indent(serial_call, 1)]
+    return [text], [comment, f"if {names.size(kernel.space)} >= {PARALLEL_MIN}:",
+                    *indent(call, 1), "else:", *indent(serial, 1)]
 
 
-def function(name: str, comment: str, body: list, parallel: bool, names: Names) -> tuple:
+def function(name: str, comment: str, body: list, parallel: bool) -> tuple:
+    """``(function text, the line of run calling it)``: its arguments are the arrays and
+    sizes its body uses."""
     text = "\n".join(body)
     used = sorted(set(re.findall(r"\b[apct]\d+\b", text)),
                   key=lambda s: (s[0], int(s[1:])))
@@ -502,8 +608,8 @@ def function(name: str, comment: str, body: list, parallel: bool, names: Names) 
     arrays = [u for u in used if u not in defined]
     sizes = sorted(set(re.findall(r"\bn\d+\b", text)), key=lambda s: int(s[1:]))
     params = arrays + sizes + (["nc"] if parallel else [])
-    flags = f"parallel=True, fastmath={FASTMATH}, " if parallel else f"fastmath={FASTMATH}, "
-    lines = [comment, f"@numba.njit({flags}cache=True)", f"def {name}({', '.join(params)}):",
+    flags = "parallel=True, " if parallel else ""
+    lines = [comment, f"@numba.njit({flags}{JIT_FLAGS})", f"def {name}({', '.join(params)}):",
              *indent(body, 1)]
     return "\n".join(lines), [f"{name}({', '.join(params)})"]
 
@@ -595,24 +701,47 @@ class Program:
         nodes = self.graph.nodes
         names = Names(nodes, placeholders)
         self.params = [n for n in nodes if n.leaf == "parameter"]
-        self.consts = [n for n in nodes if n.leaf == "constant" and n.value.size != 1]
+        consts = [n for n in nodes if n.leaf == "constant"]
         stored = [n for n in nodes if id(n) in sched.roots and id(n) not in sched.locals]
         output_ids = {id(t) for t in simplified}
         self.outputs = [n for n in stored if id(n) in output_ids]
         self.temps = [n for n in stored if id(n) not in output_ids]
-        source = render(sched, names, placeholders, self.params, self.consts,
-                        self.outputs + self.temps)
-        digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-        summary = f"{len(nodes)} nodes, {len(self.kernels)} kernels"
-        self.source = HEADER.format(version=version(), format=FORMAT, digest=digest,
-                                    summary=summary) + "\n\n" + source
+        self.render = lambda profile: render(sched, names, placeholders, self.params, consts,
+                                             self.outputs, self.temps, profile)
+        source, self.consts = self.render(False)
+        self.source = self.header(source) + source
         self.module = load(self.source)
         self.entry = self.module.run
-        self.const_values = [np.ascontiguousarray(c.value) for c in self.consts]
+        self.const_arenas = []
+        offsets = layout(self.consts)
+        for dtype in arena_dtypes(self.consts):
+            mine = [(c, o) for c, o in zip(self.consts, offsets) if c.dtype == dtype]
+            arena = np.zeros(max(o + c.value.size for c, o in mine), dtype)
+            for c, o in mine:
+                arena[o:o + c.value.size] = c.value.reshape(-1)
+            self.const_arenas.append(arena)
+        self.temp_dtypes = arena_dtypes(self.temps)
         self.spans = self.lifetimes()
         self.pick = self.picks(placeholders)
+        # every result is an output buffer, each once and in order: the usual case
+        self.plain = [p[:2] for p in self.pick] == [("out", k) for k in range(len(self.outputs))] \
+            and not any(again for _, _, again in self.pick)
         self.parallel = "numba.prange" in source
         self.stats["kernels"] = len(self.kernels)
+
+    def header(self, source: str) -> str:
+        digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+        summary = f"{len(self.graph.nodes)} nodes, {len(self.kernels)} kernels"
+        return HEADER.format(version=version(), format=FORMAT, digest=digest,
+                             summary=summary) + "\n\n"
+
+    def profiled(self):
+        """The same program with every kernel a function of its own (``explain`` times them);
+        compiled on first use, then cached like any module."""
+        if getattr(self, "_profiled", None) is None:
+            source, _ = self.render(True)
+            self._profiled = load(self.header(source) + source)
+        return self._profiled
 
     def lifetimes(self) -> list:
         """``(first kernel, last kernel)`` that touch each temporary buffer."""
@@ -621,8 +750,11 @@ class Program:
             for r in kernel.writes:
                 first.setdefault(id(r), k)
             for r in kernel.reads:
-                base = r.inputs[0] if is_view(r) else r
-                last[id(base)] = k
+                # a reshape view is read through its input's buffer in loops, but from its own
+                # buffer where it is stored (a BLAS operand): both stay alive
+                last[id(r)] = k
+                if is_view(r):
+                    last[id(r.inputs[0])] = k
         return [(first[id(t)], last.get(id(t), first[id(t)])) for t in self.temps]
 
     def prepare(self, plan) -> None:
@@ -633,18 +765,30 @@ class Program:
             blas.threads_for(max(sh.evaluate(f, plan.env) for f in flops),
                              numba.get_num_threads())
         plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
-        blocks: list = []   # [dtype, array, free after kernel]
-        plan.temps = []
+        plan.last = [None] * len(self.outputs)
+        plan.prepared = True
+        # temporaries alive at different times share memory: blocks [offset, size, free after]
+        blocks: dict = {d: [] for d in self.temp_dtypes}
+        ends = dict.fromkeys(self.temp_dtypes, 0)
+        offsets = []
         for t, (start, end) in zip(self.temps, self.spans):
-            shape = plan.shapes[id(t)]
-            count = int(np.prod(shape))
-            free = [b for b in blocks if b[0] == t.dtype and b[2] < start and b[1].size >= count]
-            block = min(free, key=lambda b: b[1].size) if free else None
+            count = int(np.prod(plan.shapes[id(t)]))
+            free = [b for b in blocks[t.dtype] if b[2] < start and b[1] >= count]
+            block = min(free, key=lambda b: b[1]) if free else None
             if block is None:
-                block = [t.dtype, np.empty(max(count, 1), t.dtype), end]
-                blocks.append(block)
+                size = -(-max(count, 1) // ALIGN) * ALIGN
+                block = [ends[t.dtype], size, end]
+                blocks[t.dtype].append(block)
+                ends[t.dtype] += size
             block[2] = end
-            plan.temps.append(block[1][:count].reshape(shape))
+            offsets.append(block[0])
+        plan.off = np.array(offsets, np.int64)
+        plan.arenas = [np.empty(max(ends[d], 1), d) for d in self.temp_dtypes]
+        # the arguments of run after the outputs: the same arrays on every call of this plan
+        plan.tail = self.const_arenas + plan.arenas + ([plan.off] if self.temps else [])
+        plan.temps = [a[o:o + int(np.prod(plan.shapes[id(t)]))].reshape(plan.shapes[id(t)])
+                      for t, o in zip(self.temps, offsets)
+                      for a in [plan.arenas[self.temp_dtypes.index(t.dtype)]]]
 
     def picks(self, placeholders: Sequence[Tensor]) -> list:
         """How to fetch each result: ``("out", k, copy?)``, ``("arg", k)`` or ``("leaf", node)``;
@@ -662,19 +806,33 @@ class Program:
             seen.add(id(t))
         return picks
 
-    def run(self, arrays: Sequence[np.ndarray], plan) -> list:
-        if getattr(plan, "temps", None) is None:
+    def run(self, arrays: Sequence[np.ndarray], plan, entry=None) -> list:
+        """One call on checked arguments; ``entry`` replaces the compiled ``run`` (``explain``
+        passes its Python body, so that each kernel it calls can be timed)."""
+        if not plan.prepared:
             self.prepare(plan)
-        outs = [np.empty(shape, dtype) for shape, dtype in plan.outputs]
-        args = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
+        outs = plan.last
+        for k, (shape, dtype) in enumerate(plan.outputs):
+            # Last call's array is reused if the caller dropped it (and every view of it): two
+            # references are left, plan.last's and getrefcount's argument. Reusing it saves a
+            # page fault per 4 KiB of a large fresh array (NumPy at 10M elements is 26x slower
+            # than at 1M for that), and nothing can observe the overwrite.
+            if outs[k] is None or sys.getrefcount(outs[k]) > 2:
+                outs[k] = np.empty(shape, dtype)
         nc = numba.get_num_threads() if self.parallel else 1
-        before = None if plan.blas is None else blas.set_threads(plan.blas)
-        try:
-            self.entry(*args, *[p.value for p in self.params], *self.const_values, *outs,
-                       *plan.temps, nc)
-        finally:
-            if before is not None and before != plan.blas:
-                blas.set_threads(before)
+        if plan.blas is None:
+            (entry or self.entry)(*arrays, *[p._value for p in self.params], *outs, *plan.tail,
+                                  nc)
+        else:
+            before = blas.set_threads(plan.blas)
+            try:
+                (entry or self.entry)(*arrays, *[p._value for p in self.params], *outs,
+                                      *plan.tail, nc)
+            finally:
+                if before is not None and before != plan.blas:
+                    blas.set_threads(before)
+        if self.plain:
+            return list(outs)
         return [(outs[k].copy() if again else outs[k]) if kind == "out" else
                 np.array(arrays[k]) if kind == "arg" else np.array(k.value)
                 for kind, k, again in self.pick]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import debug, reference
 from . import dtypes as dt
-from . import reference
 from . import shapes as sh
 from .graph import Graph
 from .ops import REGISTRY, Kind, broadcast_to, cast
@@ -22,9 +22,11 @@ from .tensor import Parameter, Tensor, as_tensor, location, toposort
 
 @dataclass
 class Plan:
-    """Everything about one shape signature of the arguments, worked out on its first call."""
+    """Everything about one shape signature of the arguments, worked out on its first call
+    (the backend adds its buffers on the first run)."""
     env: dict      # call-time size symbol -> int
     shapes: dict   # id(node) -> concrete shape
+    prepared: bool = False
 
 
 class Function:
@@ -37,13 +39,17 @@ class Function:
     5.0
     """
 
-    def __init__(self, inputs, outputs, updates=None, backend: str = "numba"):
+    def __init__(self, inputs, outputs, updates=None, backend: str = "numba",
+                 check_finite: bool = False):
         self.inputs: list = check_inputs(inputs)
         self.single: bool = not isinstance(outputs, (list, tuple))
         self.outputs: list = [as_tensor(o) for o in ([outputs] if self.single else outputs)]
         self.updates: list = check_updates(updates or [])
         self.backend = backend
-        targets = self.outputs + [value for _, value in self.updates]
+        self.check_finite = bool(check_finite)
+        # what the user built (before rewrites): anomaly reports replay and name these
+        self.targets: list = self.outputs + [value for _, value in self.updates]
+        targets = self.targets
         check_closed(targets, self.inputs)
         if backend == "numpy":
             self.graph = Graph(targets)
@@ -56,6 +62,8 @@ class Function:
             raise ValueError(f"unknown backend {backend!r}: use 'numba' or 'numpy'")
         self.stats: dict = getattr(self.program, "stats", {})
         self._plans: dict = {}
+        self._dtypes = [p.dtype for p in self.inputs]
+        debug.announce(self)
 
     @property
     def kernels(self) -> list:
@@ -67,21 +75,61 @@ class Function:
         """The generated Python/Numba module."""
         return self.program.source
 
-    def __call__(self, *args):
+    def prepare_call(self, args: tuple) -> tuple:
+        """``(arrays, plan)`` for a call: arguments checked and cast (C-contiguous, of each
+        placeholder's dtype), and the plan of their shapes (made on the first call with them)."""
         if len(args) != len(self.inputs):
             names = ", ".join(repr(p.name or f"input {k}") for k, p in enumerate(self.inputs))
             raise TypeError(f"this function takes {len(self.inputs)} argument(s) ({names}), "
                             f"got {len(args)}")
-        arrays = [coerce(a, p) for a, p in zip(args, self.inputs)]
-        key = tuple(a.shape for a in arrays)
+        # a call costs microseconds: the common case (right arrays) takes one test per argument
+        arrays = [a if type(a) is np.ndarray and a.dtype is d and a.flags.c_contiguous
+                  else coerce(a, p) for a, p, d in zip(args, self.inputs, self._dtypes)]
+        key = tuple([a.shape for a in arrays])
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = make_plan(self.graph.nodes, self.inputs, key)
+        return arrays, plan
+
+    def __call__(self, *args):
+        arrays, plan = self.prepare_call(args)
         results = self.program.run(arrays, plan)
-        n = len(self.outputs)
-        for (param, _), value in zip(self.updates, results[n:]):
-            np.copyto(param.value, value, casting="unsafe")
-        return results[0] if self.single else results[:n]
+        if self.check_finite or debug.anomaly_enabled():
+            debug.check_results(self, arrays, plan, results)  # raises before any update
+        if self.updates:
+            n = len(self.outputs)
+            for (param, _), value in zip(self.updates, results[n:]):
+                np.copyto(param.value, value, casting="unsafe")
+            results = results[:n]
+        return results[0] if self.single else results
+
+    def to_dot(self) -> str:
+        """Graphviz DOT of the rewritten graph, each fused kernel drawn as a cluster."""
+        return self.graph.to_dot(self.kernels)
+
+    def render(self, path: str) -> str:
+        """Draw ``to_dot()`` to ``path`` (``.svg`` or ``.png``) with Graphviz's ``dot``."""
+        from .graph import render
+        return render(self.to_dot(), path)
+
+    def explain(self, *args, repeat: int = 20, show: bool = True):
+        """Time calls on ``args`` and each fused kernel; print (``show``) and return a
+        ``Report`` putting each kernel's time next to its floor: its bytes at this machine's
+        bandwidth, its matrix products at the BLAS peak (both measured once per process).
+        Calling it runs the function, so updates are applied ``repeat`` times and more.
+
+        >>> import numpy as np, staticgrad as sg
+        >>> x = sg.placeholder((None,), np.float32, name="x")
+        >>> f = sg.function([x], sg.sum(sg.exp(x)))
+        >>> report = f.explain(np.ones(1000, np.float32), repeat=3, show=False)
+        >>> [k.name for k in report.kernels], report.kernels[0].read
+        (['k0'], 4000)
+        """
+        from .explain import explain
+        report = explain(self, args, repeat)
+        if show:
+            print(report)
+        return report
 
     def __repr__(self) -> str:
         names = ", ".join(p.name or "?" for p in self.inputs)
@@ -89,12 +137,15 @@ class Function:
                 f"{len(self.updates)} update(s), backend={self.backend!r}>")
 
 
-def function(inputs, outputs, updates=None, backend: str = "numba") -> Function:
+def function(inputs, outputs, updates=None, backend: str = "numba",
+             check_finite: bool = False) -> Function:
     """Compile ``outputs`` (a tensor, or a list) of the placeholders ``inputs`` into a callable.
 
     ``updates=[(parameter, new_value), ...]`` writes new parameter values after each call, all
     computed from the values before it. ``backend`` is ``"numba"`` (fused, compiled loops) or
-    ``"numpy"`` (the node-by-node reference).
+    ``"numpy"`` (the node-by-node reference). ``check_finite=True`` is anomaly mode: a call whose
+    results hold NaN or inf raises ``AnomalyError`` naming the node that made it, and updates
+    nothing (``with sg.detect_anomaly():`` turns it on for every function).
 
     >>> import numpy as np, staticgrad as sg
     >>> x = sg.placeholder((), name="x")
@@ -103,7 +154,7 @@ def function(inputs, outputs, updates=None, backend: str = "numba") -> Function:
     >>> float(step(3.0)), float(w.value)
     (4.0, 2.0)
     """
-    return Function(inputs, outputs, updates, backend)
+    return Function(inputs, outputs, updates, backend, check_finite)
 
 
 def check_inputs(inputs) -> list:
@@ -159,16 +210,16 @@ def check_closed(targets: Sequence[Tensor], inputs: Sequence[Tensor]) -> None:
 
 
 def coerce(arg, p: Tensor) -> np.ndarray:
-    """The argument as an array of the placeholder's dtype (casting as NumPy's same_kind)."""
-    if type(arg) is np.ndarray and arg.dtype == p.dtype:
-        return arg
+    """The argument as a C-contiguous array of the placeholder's dtype (casting as NumPy's
+    same_kind)."""
     array = np.asarray(arg)
     if array.dtype != p.dtype:
         if not np.can_cast(array.dtype, p.dtype, casting="same_kind"):
             raise TypeError(f"placeholder {p.name!r}: got {array.dtype} data, which does not "
                             f"cast safely (same_kind) to {p.dtype}")
         array = array.astype(p.dtype)
-    return array
+    # not np.ascontiguousarray: it turns a 0-d array into a 1-d one
+    return array if array.flags.c_contiguous else np.require(array, requirements="C")
 
 
 def make_plan(nodes: Sequence[Tensor], placeholders: Sequence[Tensor], arg_shapes) -> Plan:

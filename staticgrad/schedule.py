@@ -40,6 +40,30 @@ class Kernel:
     def roots(self) -> list:
         return [r for p in self.passes for r in p]
 
+    def cost(self, env: dict) -> dict:
+        """Estimated work of one run, call-time sizes taken from ``env`` (a call plan's):
+        ``read``/``written`` bytes (each stored value once), ``flops`` (one per element of each
+        elementwise or reduction node) and ``gemm`` flops (``2*M*N*K`` per matrix product)."""
+        def count(dims) -> int:
+            return int(sh.evaluate(sh.size(dims), env))
+
+        def nbytes(nodes) -> int:
+            # scalar constants are literals in the code, not memory
+            return sum(count(t.dims) * t.dtype.itemsize for t in nodes
+                       if not (t.leaf == "constant" and t.value.size == 1))
+
+        flops = gemm = 0
+        for n in self.nodes:
+            kind = REGISTRY[n.op].kind
+            if kind is Kind.ELEMENTWISE:
+                flops += count(n.dims)
+            elif kind is Kind.REDUCE:
+                flops += count(n.inputs[0].dims)
+            elif n.op == "matmul":
+                gemm += 2 * count(n.dims) * count(n.inputs[0].dims[-1:])
+        return {"read": nbytes(self.reads), "written": nbytes(self.writes), "flops": flops,
+                "gemm": gemm}
+
     def __repr__(self) -> str:
         ops = ", ".join(f"{n.op}" for n in self.nodes)
         shape = sh.show(self.space)
@@ -282,7 +306,12 @@ def root_reads(node: Tensor, roots: set) -> list:
             if t.inputs[0].op is not None:
                 out.append((t.inputs[0], ("view",)))  # never the same element: not fusible
             return
-        for x, xi in zip(data_inputs(t), input_indices(t, idx, str)):
+        for pos, (x, xi) in enumerate(zip(data_inputs(t), input_indices(t, idx, str))):
+            if t.op == "take" and pos == 1 and x.op is not None:
+                # computed indices are bounds-checked between the kernel that makes them and
+                # the one that gathers with them: never fused into the same loop
+                out.append((x, ("index",)))
+                continue
             walk(x, xi, False)
 
     if start is node:

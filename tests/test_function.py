@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import FD_TOL, tol
+from conftest import FD_TOL, caller_line, tol
 
 import staticgrad as sg
 
@@ -374,14 +374,15 @@ def test_nans_propagate_as_in_numpy(backend):
     outs = [x * 2.0 + 1.0, sg.exp(x), sg.sum(x, axis=1), sg.max(x, axis=1), sg.min(x, axis=0),
             sg.maximum(x, 0.0), sg.maximum(0.0, x), sg.minimum(x, 0.0), sg.relu(x), x @ w,
             sg.mean(x), sg.clip(x, min=0.0), sg.sqrt(x), sg.log(x),
-            sg.grad(sg.sum(x * x), x)]
+            sg.grad(sg.sum(x * x), x), 1.0 / x, x / 0.0]
     f = sg.function([x], outs, backend=backend)
     xv = np.array([[np.nan, 1.0, -2.0], [0.5, np.inf, -np.inf], [-1.0, 4.0, 0.0]])
     with np.errstate(all="ignore"):
         expected = [xv * 2.0 + 1.0, np.exp(xv), np.sum(xv, axis=1), np.max(xv, axis=1),
                     np.min(xv, axis=0), np.maximum(xv, 0.0), np.maximum(0.0, xv),
                     np.minimum(xv, 0.0), np.maximum(xv, 0.0), xv @ w.value, np.mean(xv),
-                    np.where(xv < 0.0, 0.0, xv), np.sqrt(xv), np.log(xv), 2 * xv]
+                    np.where(xv < 0.0, 0.0, xv), np.sqrt(xv), np.log(xv), 2 * xv, 1.0 / xv,
+                    xv / 0.0]
     for k, (v, e) in enumerate(zip(f(xv), expected)):
         np.testing.assert_allclose(v, e, err_msg=f"output {k}", **tol(np.float64))
 
@@ -529,3 +530,17 @@ def test_gradient_through_an_sgd_step_wrt_learning_rate(lr_kind, backend):
     g_out = sg.function([], sg.grad(loss(sg.constant(w_next_v), x_val, y_val),
                                     sg.constant(w_next_v)), backend=backend)()
     np.testing.assert_allclose(float(d_lr_v), -float(g_out @ g_inner), **tol(np.float64))
+
+
+def test_out_of_bounds_indices_raise_naming_the_op_and_line(backend):
+    x = sg.placeholder((4, 5), name="x")
+    i = sg.placeholder((4,), np.int64, name="i")
+    pairs = x[np.arange(4), i]; line = caller_line()  # noqa: E702
+    columns = x[:, i]
+    f = sg.function([x, i], [pairs, columns], backend=backend)
+    xv = np.arange(20.0).reshape(4, 5)
+    got = f(xv, np.array([0, -1, 4, -5]))
+    assert got[0].tolist() == xv[np.arange(4), [0, -1, 4, -5]].tolist()
+    for bad in ([0, 1, 7, 2], [0, -6, 1, 1]):     # in range once the axes are merged, not before
+        with pytest.raises(IndexError, match=f"take at test_function.py:{line}: .*out of bounds"):
+            f(xv, np.array(bad))
