@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import shapes as sh
-from .ops import REGISTRY, Kind
+from .ops import REGISTRY, Kind, custom
 from .tensor import Tensor, apply, constant, derived_from, toposort
 
 Rule = Callable[[Tensor], "Tensor | None"]
@@ -68,7 +68,8 @@ def rewrite(outputs: Sequence[Tensor], table: dict, fired: Counter) -> list:
 
 
 def try_rules(node: Tensor, table: dict, fired: Counter, visit) -> Tensor:
-    for fn in table.get(node.op, ()):
+    # rules are keyed by op name, or by kind for ops made at run time (custom functions)
+    for fn in table.get(node.op, []) + table.get(REGISTRY[node.op].kind, []):
         with derived_from(node):
             out = fn(node)
         if out is not None and out is not node:
@@ -128,12 +129,17 @@ def fold_constants(node: Tensor) -> Tensor | None:
     return constant(np.asarray(value).astype(node.dtype, copy=False))
 
 
-for _op in REGISTRY:
-    if _op != "numel":
+for _op, _opdef in REGISTRY.items():
+    if _op != "numel" and _opdef.kind is not Kind.CUSTOM:
         rule(FOLD, _op)(fold_constants)
 
 
 # -- algebra -------------------------------------------------------------------------------
+@rule(FOLD, Kind.CUSTOM)
+def inline_custom(n):
+    return custom.inline(n)  # autodiff has used the user's VJP: now it is just its body
+
+
 @rule(ALGEBRA, "stop_gradient")
 def drop_stop_gradient(n):
     return n.inputs[0]  # autodiff has already run: at execution it is the identity
@@ -312,3 +318,11 @@ def sum_of_broadcast(n):
     kept = tuple(1 if a in axes else d for a, d in enumerate(b.dims))
     out = apply("broadcast_to", [scaled], shape=kept) if scaled.dims != kept else scaled
     return out if keepdims else apply("reshape", [out], shape=n.dims)
+
+
+@rule(ALGEBRA, *[op for op, d in REGISTRY.items() if d.kind is Kind.REDUCE])
+def reduce_single_elements(n):
+    """Reducing over no axes, or only axes of size 1, leaves every element as it was."""
+    (x,) = n.inputs
+    axes = dict(n.attrs)["axes"]
+    return x if all(x.dims[a] == 1 for a in axes) else None

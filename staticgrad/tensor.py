@@ -411,20 +411,21 @@ def build_error(err: Exception, op: str, inputs: Sequence[Tensor]) -> Exception:
     return type(err)(f"{label}: {err}; operands {operands} — at {location(user_line())}")
 
 
-def toposort(outputs: Iterable[Tensor]) -> list:
-    """Every node the outputs depend on, inputs before users, in a deterministic order."""
+def toposort(outputs: Iterable[Tensor], stop: set = frozenset()) -> list:
+    """Every node the outputs depend on, inputs before users, in a deterministic order
+    (not looking past nodes whose ids are in ``stop``)."""
     order, seen = [], set()
     for out in outputs:
         if id(out) in seen:
             continue
-        stack = [(out, iter(out.inputs))]
+        stack = [(out, iter(() if id(out) in stop else out.inputs))]
         seen.add(id(out))
         while stack:
             node, pending = stack[-1]
             for child in pending:
                 if id(child) not in seen:
                     seen.add(id(child))
-                    stack.append((child, iter(child.inputs)))
+                    stack.append((child, iter(() if id(child) in stop else child.inputs)))
                     break
             else:
                 stack.pop()

@@ -26,6 +26,7 @@ class Kind(Enum):
     REDUCE = auto()       # fusible as a loop tail; ``loop`` combines accumulator {0} and {1}
     MOVEMENT = auto()     # an index map: reshape, transpose, slice, broadcast, gather
     OPAQUE = auto()       # a fusion barrier with a hand-written kernel (matmul)
+    CUSTOM = auto()       # a user's function with its own VJP; inlined before scheduling
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ register(OpDef("cast", Kind.ELEMENTWISE, elementwise_shape, lambda dtypes, to: t
                loop=lambda dtype: f"np.{dtype.name}({{0}})", keeps_weak=False))
 
 from .composite import *  # noqa: E402,F401,F403
+from .custom import *  # noqa: E402,F401,F403
 from .elementwise import *  # noqa: E402,F401,F403
 from .linalg import *  # noqa: E402,F401,F403
 from .movement import *  # noqa: E402,F401,F403
