@@ -1,6 +1,8 @@
 """``sg.graph``: nodes in topological order, inputs/outputs, the text listing, networkx and DOT."""
 
+import os
 import re
+import shutil
 
 import networkx as nx
 import numpy as np
@@ -182,3 +184,77 @@ def test_compiled_function_exposes_a_graph(backend):
     assert "exp" in str(f.graph) or "exp" in f.source
     assert isinstance(f.source, str) and isinstance(f.kernels, list)
     assert float(f(np.zeros((2, 3)))) == 6.0
+
+
+# -- kernels as clusters, rendering --------------------------------------------------------------
+def softmax_step(backend="numba"):
+    x = sg.placeholder((None, 5), name="x")
+    w = sg.parameter(np.ones((5, 5)) / 5, name="w")
+    loss = sg.sum(sg.log_softmax(sg.tanh(x @ w), axis=-1) ** 2)
+    return sg.function([x], [loss, sg.grad(loss, w)], backend=backend)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return softmax_step()
+
+
+def test_compiled_dot_draws_each_kernel_as_a_cluster(compiled):
+    dot = compiled.to_dot()
+    clusters = re.findall(r"subgraph cluster_(\d+) \{\s*label=\"(k\d+): (\w+) over", dot)
+    assert [(int(c), name) for c, name, _ in clusters] == \
+        [(k, kernel.name) for k, kernel in enumerate(compiled.kernels)]
+    assert {kind for _, _, kind in clusters} == {k.kind for k in compiled.kernels}
+    # every node a kernel computes is drawn inside that kernel's cluster
+    for c, kernel in enumerate(compiled.kernels):
+        body = dot.split(f"subgraph cluster_{c} {{", 1)[1].split("\n  }", 1)[0]
+        assert body.count("label=") == len(kernel.nodes) + 1
+    assert dot.count("{") == dot.count("}")
+
+
+def test_show_kernels_lists_members_reads_and_writes(compiled):
+    text = compiled.graph.show_kernels(compiled.kernels)
+    lines = text.splitlines()
+    assert len(lines) == len(compiled.kernels)
+    for line, kernel in zip(lines, compiled.kernels):
+        assert line.startswith(f"{kernel.name} {kernel.kind} over ")
+        assert "(reads " in line and "; writes " in line
+
+
+def fake_dot(tmp_path, monkeypatch) -> None:
+    """A stand-in for Graphviz's ``dot`` on PATH: it records its arguments and input."""
+    script = tmp_path / "bin" / "dot"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n"
+                      "cat > \"$(dirname \"$0\")/input\"\n"
+                      "for a in \"$@\"; do last=\"$a\"; done\necho '<svg/>' > \"$last\"\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_render_runs_dot_with_the_format_of_the_file_name(compiled, tmp_path, monkeypatch):
+    fake_dot(tmp_path, monkeypatch)
+    out = tmp_path / "step.svg"
+    assert compiled.render(str(out)) == str(out)
+    assert out.read_text().strip() == "<svg/>"
+    args = (tmp_path / "bin" / "args").read_text().split()
+    assert args[0] == "-Tsvg" and args[-1] == str(out)
+    assert (tmp_path / "bin" / "input").read_text() == compiled.to_dot()
+    sg.graph(compiled.outputs).render(str(tmp_path / "built.png"))
+    assert (tmp_path / "bin" / "args").read_text().split()[0] == "-Tpng"
+
+
+def test_render_without_graphviz_says_how_to_get_it(compiled, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))          # no dot anywhere on PATH
+    with pytest.raises(RuntimeError, match="Graphviz's `dot` program is not on PATH.*"
+                                           "apt-get install graphviz"):
+        compiled.render(str(tmp_path / "step.svg"))
+    with pytest.raises(ValueError, match="cannot tell the format of 'step.pdf'"):
+        sg.graph(compiled.outputs).render("step.pdf")
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
+def test_render_with_graphviz_writes_an_svg(compiled, tmp_path):
+    out = tmp_path / "step.svg"
+    compiled.render(str(out))
+    assert "<svg" in out.read_text()

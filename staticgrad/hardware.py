@@ -1,0 +1,84 @@
+"""The machine's floor: memory bandwidth and GEMM throughput, measured on this machine.
+
+``Function.explain`` and ``bench/`` put measured times next to these figures: no
+implementation moves bytes faster than the bandwidth or multiplies matrices faster than the
+BLAS peak. Measured once per process (about a second); ``measure(quick=True)`` for a glance.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+
+def best_of(f, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@functools.cache
+def numba_triad():
+    import numba
+
+    @numba.njit(parallel=True)
+    def triad(a, b, c, s):
+        for i in numba.prange(a.size):
+            a[i] = b[i] + s * c[i]
+
+    return triad
+
+
+def bandwidth(quick: bool = False) -> dict:
+    """Bytes per second of a STREAM-like triad ``a = b + s*c`` on arrays far larger than the
+    caches, as a Numba parallel loop and in NumPy; ``"best"`` is the faster. STREAM's counting:
+    the bytes of the arrays read and written (not the write-allocate reads)."""
+    n = 1 << 20 if quick else 1 << 24   # 16M float64 = 128 MB per array, >> any cache
+    repeats = 3 if quick else 10
+    a, b, c = np.zeros(n), np.ones(n), np.full(n, 2.0)
+    results: dict = {"array_bytes": a.nbytes}
+    # NumPy needs two passes: a = s*c (read c, write a), then a += b (read a and b, write a)
+    numpy_s = best_of(lambda: (np.multiply(c, 3.0, out=a), np.add(a, b, out=a)), repeats)
+    results["numpy"] = 5 * a.nbytes / numpy_s
+    try:
+        triad = numba_triad()
+        triad(a, b, c, 3.0)  # compile
+        results["numba"] = 3 * a.nbytes / best_of(lambda: triad(a, b, c, 3.0), repeats)
+        import numba
+        results["numba_threads"] = numba.get_num_threads()
+        results["numba_threading_layer"] = numba.threading_layer()
+    except Exception as err:  # a broken Numba install must not hide the NumPy figure
+        results["numba_error"] = f"{type(err).__name__}: {err}"
+    results["best"] = max(v for k, v in results.items() if k in ("numpy", "numba"))
+    return results
+
+
+def gemm(quick: bool = False) -> dict:
+    """float32 GEMM flop/s of ``np.dot`` on square matrices (best of a few, all threads)."""
+    n = 256 if quick else 2048
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    np.dot(a, b)  # first call: thread pool start-up
+    seconds = best_of(lambda: np.dot(a, b), 3 if quick else 5)
+    return {"n": n, "flops": 2 * n ** 3 / seconds}
+
+
+def measure(quick: bool = False) -> dict:
+    """``{"bandwidth": {..., "best": bytes/s}, "gemm": {..., "flops": flop/s}}``.
+
+    >>> floor = measure(quick=True)
+    >>> floor["bandwidth"]["best"] > 1e8 and floor["gemm"]["flops"] > 1e8
+    True
+    """
+    return {"bandwidth": bandwidth(quick), "gemm": gemm(quick)}
+
+
+@functools.cache
+def machine() -> dict:
+    """``measure()`` once per process: what ``Function.explain`` compares against."""
+    return measure()
