@@ -131,5 +131,8 @@ def fit(g: Tensor, x: Tensor) -> Tensor:
         g = reshape(sum(g, axes, keepdims=True), x.dims)
     elif g.dims != x.dims:
         # same rank: sizes differ only in name (call-time sizes assumed equal, checked then)
-        g = broadcast_to(g, x.dims) if extra <= 0 else reshape(g, x.dims)
+        # (a broadcast_to fuses into loops, but cannot turn a fixed size into a call-time one)
+        fixed_to_call_time = any(sh.is_static(a) and not sh.is_static(b)
+                                 for a, b in zip(g.dims[extra:], x.dims))
+        g = reshape(g, x.dims) if extra > 0 or fixed_to_call_time else broadcast_to(g, x.dims)
     return cast(g, x.dtype) if g.dtype != x.dtype else g

@@ -276,6 +276,18 @@ def test_broadcasting_with_call_time_sizes_is_undone(backend):
                                np.sum(2 * (xv + f64(1, 2, 3)), axis=0), **tol(np.float64))
 
 
+def test_call_time_size_meeting_a_fixed_size_gets_a_gradient(backend):
+    # x's size is assumed equal to w's (checked at the call): the gradient has x's shape
+    x = sg.placeholder((None,), name="x")
+    w = sg.parameter(f64(1, 2, 3), name="w")
+    gx, gw = sg.grad(sg.sum((x + w) * (w + 1)), [x, w])
+    assert gx.shape == (None,) and gw.shape == (3,)
+    xv = f64(0.5, -1, 2)
+    got = run([x], [gx, gw], xv, backend=backend)
+    np.testing.assert_allclose(got[0], f64(2, 3, 4), **tol(np.float64))
+    np.testing.assert_allclose(got[1], xv + 2 * f64(1, 2, 3) + 1, **tol(np.float64))
+
+
 # -- dtypes ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_])
 def test_int_inputs_refused(dtype):

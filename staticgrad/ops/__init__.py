@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import shapes as sh
-from ..tensor import Tensor, apply, as_tensor, build_error
+from ..tensor import Tensor, apply, as_tensor, build_error, constant
 
 
 class Kind(Enum):
@@ -138,6 +138,10 @@ def cast(x, dtype) -> Tensor:
     dtype = np.dtype(dtype)
     if x.dtype == dtype and not x.weak:
         return x
+    if x.leaf == "constant" and x.value.size <= 64:
+        # a typed constant, not a node: such casts are shared by every graph (and listing) that
+        # makes them, e.g. backward rules typing their literals
+        return constant(x.value.astype(dtype), name=x.name)
     return apply("cast", [x], to=dtype)
 
 
