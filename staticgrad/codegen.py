@@ -18,6 +18,7 @@ import pickletools
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 
 import numba
@@ -35,7 +36,7 @@ BLOCK = 1024             # a float32 sum adds this many elements in float32, the
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"  # never nnan/ninf: NaN and inf propagate
 # error_model numpy: x / 0 gives inf or nan as in NumPy, not ZeroDivisionError
 JIT_FLAGS = f"fastmath={FASTMATH}, error_model='numpy', cache=True"
-FORMAT = 8               # bump when the generated code changes meaning
+FORMAT = 9               # bump when the generated code changes meaning
 
 
 def cache_dir() -> str:
@@ -478,20 +479,24 @@ def render(sched, names: Names, placeholders: Sequence[Tensor], params: list, co
            outputs: list, temps: list, profile: bool = False) -> tuple:
     """``(module text, the constants it takes)``: ``run`` does every kernel in order.
 
-    Serial loops and BLAS calls are written into ``run`` itself, so Numba compiles one
-    function, not one per kernel; loops large enough for threads are functions of their own
-    (``parallel=True``). ``profile`` makes every kernel a function, so ``explain`` can time
-    each. Constants and temporaries are views into one array per dtype (``const_float32``,
-    ``mem_float32``; ``off`` holds the temporaries' offsets, planned per call shape): fewer
-    arguments make a call cheaper and Numba's compile faster. Loops write one-element
-    constants as literals, so those are taken only where BLAS or an index check reads them.
+    Loops and BLAS calls are written into ``run`` itself, so Numba compiles one function, not
+    one per kernel. Where a loop can be large enough for threads, ``run_threads`` does the same
+    but calls it as a function of its own (``parallel=True``); it is compiled only when a call
+    first needs it, since a parallel loop takes Numba seconds to compile. ``profile`` makes
+    every kernel a function, so ``explain`` can time each. Constants and temporaries are views
+    into one array per dtype (``const_float32``, ``mem_float32``; ``off`` holds the
+    temporaries' offsets, planned per call shape): fewer arguments make a call cheaper and
+    Numba's compile faster. Loops write one-element constants as literals, so those are taken
+    only where BLAS or an index check reads them.
     """
-    functions, calls = [], []
+    functions, serial, threads = [], [], []
     for kernel in sched.kernels:
-        fns, call = render_kernel(kernel, sched, names, profile)
+        fns, one, many = render_kernel(kernel, sched, names, profile)
+        checks = index_checks(kernel.nodes, names)
         functions += fns
-        calls += index_checks(kernel.nodes, names) + call
-    used = set(re.findall(r"\bc\d+\b", "\n".join(functions + calls)))
+        serial += checks + one
+        threads += checks + many
+    used = set(re.findall(r"\bc\d+\b", "\n".join(functions + serial + threads)))
     consts = [c for c in consts if c.value.size != 1 or names.array(c) in used]
     body = []
     for sym, var in names.syms.items():
@@ -504,12 +509,15 @@ def render(sched, names: Names, placeholders: Sequence[Tensor], params: list, co
     const_arenas, views = arena_views(consts, names, static=True)
     body += views
     temp_arenas, views = arena_views(temps, names, static=False)
-    body += views + calls
+    body += views
     args = [names.array(n) for n in list(placeholders) + params + outputs] + const_arenas \
         + temp_arenas + (["off"] if temps else [])
-    run = [f"@numba.njit({JIT_FLAGS})", f"def run({', '.join(args + ['nc'])}):",
-           *indent(body or ["pass"], 1)]
-    return "\n\n\n".join(functions + ["\n".join(run)]) + "\n", consts
+    entries = [("run", serial)] + ([("run_threads", threads)] if threads != serial else [])
+    for name, calls in entries:
+        functions.append("\n".join([f"@numba.njit({JIT_FLAGS})",
+                                    f"def {name}({', '.join(args + ['nc'])}):",
+                                    *indent(body + calls or ["pass"], 1)]))
+    return "\n\n\n".join(functions) + "\n", consts
 
 
 def arena_dtypes(nodes: list) -> list:
@@ -566,36 +574,36 @@ def index_checks(nodes: list, names: Names) -> list:
 
 
 def render_kernel(kernel: Kernel, sched, names: Names, profile: bool) -> tuple:
-    """``(functions, lines of run)`` for one kernel: its code itself, or a call to it."""
+    """``(functions, lines of run, lines of run_threads)`` for one kernel: its code, or calls."""
     members = ", ".join(f"%{names.index[id(n)]} {n.op}" for n in kernel.nodes)
     comment = f"# {kernel.name}: {kernel.kind} over {sh.show(kernel.space)} — {members}"
     if kernel.kind != "loop":
         body = OPAQUE_WRITERS[kernel.kind](kernel.roots[0], names)
         if profile:
             text, call = function(kernel.name, comment, body, parallel=False)
-            return [text], call
-        return [], [comment, *body]
+            return [text], call, call
+        return [], [comment, *body], [comment, *body]
     writer = KernelWriter(kernel, names, sched.roots, sched.locals)
     size = sh.size(kernel.space)
     serial = view_lines(kernel, names) + [re.sub(r"\bnc\b", "1", line)
                                           for line in writer.lines(False)]
+    functions = []
+    if profile:
+        text, call = function(f"{kernel.name}_serial", comment, serial, parallel=False)
+        functions, serial = [text], call
+    else:
+        serial = [comment, *serial]
     if not kernel.space or sh.is_static(size) and size < PARALLEL_MIN:
-        if profile:
-            text, call = function(kernel.name, comment, serial, parallel=False)
-            return [text], call
-        return [], [comment, *serial]
+        return functions, serial, serial
     # the thread count is an argument: calling numba.get_num_threads() in the function would
     # make it uncacheable (it reads a dynamic global)
     text, call = function(kernel.name, comment, view_lines(kernel, names) + writer.lines(True),
                           parallel=True)
+    functions.append(text)
     if sh.is_static(size):
-        return [text], [comment, *call]
-    if profile:
-        serial_text, serial_call = function(f"{kernel.name}_serial", comment, serial, False)
-        return [text, serial_text], [f"if {names.size(kernel.space)} >= {PARALLEL_MIN}:",
-                                     *indent(call, 1), "else:", *indent(serial_call, 1)]
-    return [text], [comment, f"if {names.size(kernel.space)} >= {PARALLEL_MIN}:",
-                    *indent(call, 1), "else:", *indent(serial, 1)]
+        return functions, serial, [comment, *call]
+    return functions, serial, [comment, f"if {names.size(kernel.space)} >= {PARALLEL_MIN}:",
+                               *indent(call, 1), "else:", *indent(serial, 1)]
 
 
 def function(name: str, comment: str, body: list, parallel: bool) -> tuple:
@@ -693,10 +701,14 @@ class Program:
     """
 
     def __init__(self, placeholders: Sequence[Tensor], targets: Sequence[Tensor]):
+        clock = time.perf_counter()
         simplified, self.stats = rewrite.simplify(targets)
+        seconds = self.stats["seconds"] = {"rewrite": time.perf_counter() - clock}
         self.targets = simplified
         self.graph = Graph(simplified)
+        clock = time.perf_counter()
         sched = schedule(simplified)
+        seconds["schedule"] = time.perf_counter() - clock
         self.kernels = sched.kernels
         nodes = self.graph.nodes
         names = Names(nodes, placeholders)
@@ -708,10 +720,15 @@ class Program:
         self.temps = [n for n in stored if id(n) not in output_ids]
         self.render = lambda profile: render(sched, names, placeholders, self.params, consts,
                                              self.outputs, self.temps, profile)
+        clock = time.perf_counter()
         source, self.consts = self.render(False)
         self.source = self.header(source) + source
+        seconds["codegen"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         self.module = load(self.source)
+        seconds["import"] = time.perf_counter() - clock
         self.entry = self.module.run
+        self.threads_entry = getattr(self.module, "run_threads", None)
         self.const_arenas = []
         offsets = layout(self.consts)
         for dtype in arena_dtypes(self.consts):
@@ -726,7 +743,6 @@ class Program:
         # every result is an output buffer, each once and in order: the usual case
         self.plain = [p[:2] for p in self.pick] == [("out", k) for k in range(len(self.outputs))] \
             and not any(again for _, _, again in self.pick)
-        self.parallel = "numba.prange" in source
         self.stats["kernels"] = len(self.kernels)
 
     def header(self, source: str) -> str:
@@ -766,6 +782,10 @@ class Program:
                              numba.get_num_threads())
         plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
         plan.last = [None] * len(self.outputs)
+        # threads (and so the run_threads entry, compiled on first use) only if a loop is big
+        plan.threads = self.threads_entry is not None and any(
+            k.kind == "loop" and sh.evaluate(sh.size(k.space), plan.env) >= PARALLEL_MIN
+            for k in self.kernels)
         plan.prepared = True
         # temporaries alive at different times share memory: blocks [offset, size, free after]
         blocks: dict = {d: [] for d in self.temp_dtypes}
@@ -789,6 +809,17 @@ class Program:
         plan.temps = [a[o:o + int(np.prod(plan.shapes[id(t)]))].reshape(plan.shapes[id(t)])
                       for t, o in zip(self.temps, offsets)
                       for a in [plan.arenas[self.temp_dtypes.index(t.dtype)]]]
+
+    def first_call(self, entry, arrays, plan) -> list:
+        """Run ``entry`` for the first time: Numba compiles it or loads it from its disk cache,
+        and ``stats`` records which and how long that took (in ``seconds``, "first call")."""
+        clock = time.perf_counter()
+        results = self.run(arrays, plan, entry=entry)
+        name = "first call" if entry is self.entry else "first call with threads"
+        self.stats["seconds"][name] = time.perf_counter() - clock
+        self.stats["cache" if entry is self.entry else "cache with threads"] = \
+            "hit" if sum(entry.stats.cache_hits.values()) else "miss"
+        return results
 
     def picks(self, placeholders: Sequence[Tensor]) -> list:
         """How to fetch each result: ``("out", k, copy?)``, ``("arg", k)`` or ``("leaf", node)``;
@@ -819,15 +850,17 @@ class Program:
             # than at 1M for that), and nothing can observe the overwrite.
             if outs[k] is None or sys.getrefcount(outs[k]) > 2:
                 outs[k] = np.empty(shape, dtype)
-        nc = numba.get_num_threads() if self.parallel else 1
+        if entry is None:
+            entry = self.threads_entry if plan.threads else self.entry
+            if not entry.signatures:
+                return self.first_call(entry, arrays, plan)
+        nc = numba.get_num_threads() if plan.threads else 1
         if plan.blas is None:
-            (entry or self.entry)(*arrays, *[p._value for p in self.params], *outs, *plan.tail,
-                                  nc)
+            entry(*arrays, *[p._value for p in self.params], *outs, *plan.tail, nc)
         else:
             before = blas.set_threads(plan.blas)
             try:
-                (entry or self.entry)(*arrays, *[p._value for p in self.params], *outs,
-                                      *plan.tail, nc)
+                entry(*arrays, *[p._value for p in self.params], *outs, *plan.tail, nc)
             finally:
                 if before is not None and before != plan.blas:
                     blas.set_threads(before)

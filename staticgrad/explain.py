@@ -132,7 +132,8 @@ def time_kernels(program, arrays, plan, repeat: int, floor: dict) -> list:
                 namespace[name] = timed(kernel.name, namespace[name])
     try:
         for _ in range(repeat):
-            program.run(arrays, plan, entry=module.run.py_func)
+            entry = module.run_threads if plan.threads else module.run
+            program.run(arrays, plan, entry=entry.py_func)
     finally:
         namespace.update(originals)
     rows = []

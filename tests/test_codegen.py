@@ -125,6 +125,7 @@ SCRIPT = """
     run = f.program.module.run
     print(sum(run.stats.cache_hits.values()), sum(run.stats.cache_misses.values()))
     print(float(v[0]))
+    print(f.stats["cache"], sorted(f.stats["seconds"]))
 """
 
 
@@ -134,6 +135,10 @@ def test_a_second_process_loads_compiled_code_from_the_cache(tmp_path):
     assert first[:2] == ["0", "1"]          # compiled
     assert second[:2] == ["1", "0"]         # loaded, not compiled
     assert first[2] == second[2]
+    # stats say so too, with the time of every stage
+    assert first[3] == "miss" and second[3] == "hit"
+    stages = "['codegen', 'first call', 'import', 'rewrite', 'schedule']"
+    assert " ".join(first[4:]) == " ".join(second[4:]) == stages
     modules = list(tmp_path.glob("staticgrad_*.py"))
     assert len(modules) == 1
 
