@@ -12,7 +12,7 @@ import functools
 import glob
 import os
 
-SMALL_GEMM_FLOPS = 50e6  # below this, one thread wins on a 2-core machine
+SMALL_GEMM_FLOPS = 4e6  # below this, one thread wins on a 2-core machine
 
 
 @functools.lru_cache(maxsize=1)

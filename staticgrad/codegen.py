@@ -203,9 +203,10 @@ class Nest:
         lo, hi = ("lo", "hi") if d == 0 else ("0", self.writer.names.dim(self.writer.space[d]))
         head, tail = (section[0]["block"], section[1]["block"]) if d == self.rank - 1 \
             else ([], [])
-        if not head and not tail:
-            bounds = "lo, hi" if d == 0 else hi
-            return [f"for i{d} in range({bounds}):"] + indent(body, 1)
+        extent = self.writer.space[d]
+        if not head and not tail or d > 0 and sh.is_static(extent) and extent <= BLOCK:
+            bounds = "lo, hi" if d == 0 else hi   # (a short row is one block)
+            return head + [f"for i{d} in range({bounds}):"] + indent(body, 1) + tail
         step = f"np.uint64({BLOCK})" if d == 0 else str(BLOCK)   # unsigned with unsigned
         inner = [f"for i{d} in range(b{d}, min(b{d} + {step}, {hi})):"] + indent(body, 1)
         return [f"for b{d} in range({lo}, {hi}, {BLOCK}):"] + indent(head + inner + tail, 1)
@@ -786,6 +787,8 @@ class Program:
         plan.threads = self.threads_entry is not None and any(
             k.kind == "loop" and sh.evaluate(sh.size(k.space), plan.env) >= PARALLEL_MIN
             for k in self.kernels)
+        plan.nc = numba.get_num_threads() if plan.threads else 1
+        plan.entry = None   # chosen by the first call
         plan.prepared = True
         # temporaries alive at different times share memory: blocks [offset, size, free after]
         blocks: dict = {d: [] for d in self.temp_dtypes}
@@ -809,17 +812,6 @@ class Program:
         plan.temps = [a[o:o + int(np.prod(plan.shapes[id(t)]))].reshape(plan.shapes[id(t)])
                       for t, o in zip(self.temps, offsets)
                       for a in [plan.arenas[self.temp_dtypes.index(t.dtype)]]]
-
-    def first_call(self, entry, arrays, plan) -> list:
-        """Run ``entry`` for the first time: Numba compiles it or loads it from its disk cache,
-        and ``stats`` records which and how long that took (in ``seconds``, "first call")."""
-        clock = time.perf_counter()
-        results = self.run(arrays, plan, entry=entry)
-        name = "first call" if entry is self.entry else "first call with threads"
-        self.stats["seconds"][name] = time.perf_counter() - clock
-        self.stats["cache" if entry is self.entry else "cache with threads"] = \
-            "hit" if sum(entry.stats.cache_hits.values()) else "miss"
-        return results
 
     def picks(self, placeholders: Sequence[Tensor]) -> list:
         """How to fetch each result: ``("out", k, copy?)``, ``("arg", k)`` or ``("leaf", node)``;
@@ -851,16 +843,15 @@ class Program:
             if outs[k] is None or sys.getrefcount(outs[k]) > 2:
                 outs[k] = np.empty(shape, dtype)
         if entry is None:
-            entry = self.threads_entry if plan.threads else self.entry
-            if not entry.signatures:
-                return self.first_call(entry, arrays, plan)
-        nc = numba.get_num_threads() if plan.threads else 1
+            entry = plan.entry
+            if entry is None:
+                return self.first_call(arrays, plan)
         if plan.blas is None:
-            entry(*arrays, *[p._value for p in self.params], *outs, *plan.tail, nc)
+            entry(*arrays, *[p._value for p in self.params], *outs, *plan.tail, plan.nc)
         else:
             before = blas.set_threads(plan.blas)
             try:
-                entry(*arrays, *[p._value for p in self.params], *outs, *plan.tail, nc)
+                entry(*arrays, *[p._value for p in self.params], *outs, *plan.tail, plan.nc)
             finally:
                 if before is not None and before != plan.blas:
                     blas.set_threads(before)
@@ -869,6 +860,22 @@ class Program:
         return [(outs[k].copy() if again else outs[k]) if kind == "out" else
                 np.array(arrays[k]) if kind == "arg" else np.array(k.value)
                 for kind, k, again in self.pick]
+
+    def first_call(self, arrays, plan) -> list:
+        """The first call of a plan picks its entry point. The first call of an entry point
+        has Numba compile it or load it from its disk cache: ``stats`` records which, and how
+        long that took (in ``seconds``, "first call")."""
+        entry = self.threads_entry if plan.threads else self.entry
+        fresh = not entry.signatures
+        clock = time.perf_counter()
+        results = self.run(arrays, plan, entry=entry)
+        if fresh:
+            threads = "" if entry is self.entry else " with threads"
+            self.stats["seconds"]["first call" + threads] = time.perf_counter() - clock
+            self.stats["cache" + threads] = \
+                "hit" if sum(entry.stats.cache_hits.values()) else "miss"
+        plan.entry = entry
+        return results
 
 
 def version() -> str:
