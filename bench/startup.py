@@ -1,0 +1,75 @@
+"""staticgrad's start-up in a fresh process: cold (empty disk cache) and warm (cache filled).
+
+The parent runs ``python -m bench.startup W2 numba [--quick]`` twice with the same fresh
+``STATICGRAD_CACHE_DIR`` (and ``NUMBA_CACHE_DIR``): the first process compiles and fills the
+cache, the second should only load. Each prints one JSON line: import, build (graph +
+``sg.function``) and first-call seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(workload: str, backend: str, quick: bool) -> dict:
+    t0 = time.perf_counter()
+    import staticgrad  # noqa: F401  (timed: the import is part of a fresh start)
+    t1 = time.perf_counter()
+    from bench.systems import staticgrad_graph
+    from bench.workloads import WORKLOADS
+    data = WORKLOADS[workload].make_data(quick)
+    t2 = time.perf_counter()
+    runner = staticgrad_graph.BUILDERS[workload](data, backend=backend)
+    t3 = time.perf_counter()
+    runner.call()
+    t4 = time.perf_counter()
+    return {"import_s": t1 - t0, "build_s": t3 - t2, "first_call_s": t4 - t3,
+            "load_s": t4 - t2}
+
+
+def run_fresh(workload: str, backend: str, quick: bool, env: dict) -> dict:
+    """One fresh process; its timings, or ``{"error": ...}``."""
+    cmd = [sys.executable, "-m", "bench.startup", workload, backend] + (["--quick"] if quick
+                                                                          else [])
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=900)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out after 900 s"}
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()
+        return {"error": f"exit {done.returncode}: {lines[-1]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cold_and_warm(workload: str, backend: str, quick: bool) -> dict:
+    """Cold then warm start of one workload's staticgrad function, in fresh processes."""
+    with tempfile.TemporaryDirectory(prefix="staticgrad-bench-cache-") as cache:
+        path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH")] if p)
+        env = dict(os.environ, STATICGRAD_CACHE_DIR=cache, PYTHONPATH=path,
+                   NUMBA_CACHE_DIR=os.path.join(cache, "numba"))
+        cold = run_fresh(workload, backend, quick, env)
+        warm = run_fresh(workload, backend, quick, env) if "error" not in cold else cold
+    return {"cold": cold, "warm": warm}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workload")
+    parser.add_argument("backend", choices=["numba", "numpy"])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    print(json.dumps(child(args.workload, args.backend, args.quick)))
+
+
+if __name__ == "__main__":
+    main()
