@@ -36,7 +36,11 @@ BLOCK = 1024             # a float32 sum adds this many elements in float32, the
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"  # never nnan/ninf: NaN and inf propagate
 # error_model numpy: x / 0 gives inf or nan as in NumPy, not ZeroDivisionError
 JIT_FLAGS = f"fastmath={FASTMATH}, error_model='numpy', cache=True"
-FORMAT = 9               # bump when the generated code changes meaning
+# A row loop of a fixed length in this range gets its length at run time (from ``sizes``):
+# given a literal, LLVM unrolls it completely and then cannot vectorize a body as large as
+# exp's (a softmax over 10 classes ran 2x slower)
+OPAQUE_ROWS = range(8, 129)
+FORMAT = 10              # bump when the generated code changes meaning
 
 
 def cache_dir() -> str:
@@ -58,6 +62,7 @@ class Names:
                 for s in sh.symbols_in(d):
                     self.syms.setdefault(s, f"n{len(self.syms)}")
         self.arg = {id(p): f"a{k}" for k, p in enumerate(placeholders)}
+        self.rows: dict = {}   # fixed row length -> the name that holds it (see OPAQUE_ROWS)
         self.counter = 0
 
     def fresh(self, prefix: str) -> str:
@@ -84,6 +89,10 @@ class Names:
                                                        else [])
             parts.append(" * ".join(factors))
         return "(" + " + ".join(parts) + ")" if len(parts) > 1 else parts[0]
+
+    def row(self, length: int) -> str:
+        """The row length ``length`` as a variable ``s<length>``, read from ``sizes``."""
+        return self.rows.setdefault(length, f"s{length}")
 
     def size(self, dims) -> str:
         return " * ".join(self.dim(d) for d in dims) if dims else "1"
@@ -204,6 +213,8 @@ class Nest:
         head, tail = (section[0]["block"], section[1]["block"]) if d == self.rank - 1 \
             else ([], [])
         extent = self.writer.space[d]
+        if d > 0 and d == self.rank - 1 and sh.is_static(extent) and extent in OPAQUE_ROWS:
+            hi = self.writer.names.row(extent)
         if not head and not tail or d > 0 and sh.is_static(extent) and extent <= BLOCK:
             bounds = "lo, hi" if d == 0 else hi   # (a short row is one block)
             return head + [f"for i{d} in range({bounds}):"] + indent(body, 1) + tail
@@ -507,12 +518,13 @@ def render(sched, names: Names, placeholders: Sequence[Tensor], params: list, co
             if axis is not None:
                 body.append(f"{var} = {names.array(p)}.shape[{axis}]")
                 break
+    body += [f"{var} = sizes[{k}]" for k, var in enumerate(names.rows.values())]
     const_arenas, views = arena_views(consts, names, static=True)
     body += views
     temp_arenas, views = arena_views(temps, names, static=False)
     body += views
     args = [names.array(n) for n in list(placeholders) + params + outputs] + const_arenas \
-        + temp_arenas + (["off"] if temps else [])
+        + temp_arenas + (["off"] if temps else []) + (["sizes"] if names.rows else [])
     entries = [("run", serial)] + ([("run_threads", threads)] if threads != serial else [])
     for name, calls in entries:
         functions.append("\n".join([f"@numba.njit({JIT_FLAGS})",
@@ -615,7 +627,7 @@ def function(name: str, comment: str, body: list, parallel: bool) -> tuple:
                   key=lambda s: (s[0], int(s[1:])))
     defined = set(re.findall(r"^\s*([apct]\d+) = ", text, re.M))
     arrays = [u for u in used if u not in defined]
-    sizes = sorted(set(re.findall(r"\bn\d+\b", text)), key=lambda s: int(s[1:]))
+    sizes = sorted(set(re.findall(r"\b[ns]\d+\b", text)), key=lambda s: (s[0], int(s[1:])))
     params = arrays + sizes + (["nc"] if parallel else [])
     flags = "parallel=True, " if parallel else ""
     lines = [comment, f"@numba.njit({flags}{JIT_FLAGS})", f"def {name}({', '.join(params)}):",
@@ -723,6 +735,7 @@ class Program:
                                              self.outputs, self.temps, profile)
         clock = time.perf_counter()
         source, self.consts = self.render(False)
+        self.sizes = [np.array(list(names.rows), np.int64)] if names.rows else []
         self.source = self.header(source) + source
         seconds["codegen"] = time.perf_counter() - clock
         clock = time.perf_counter()
@@ -808,7 +821,8 @@ class Program:
         plan.off = np.array(offsets, np.int64)
         plan.arenas = [np.empty(max(ends[d], 1), d) for d in self.temp_dtypes]
         # the arguments of run after the outputs: the same arrays on every call of this plan
-        plan.tail = self.const_arenas + plan.arenas + ([plan.off] if self.temps else [])
+        plan.tail = self.const_arenas + plan.arenas + ([plan.off] if self.temps else []) \
+            + self.sizes
         plan.temps = [a[o:o + int(np.prod(plan.shapes[id(t)]))].reshape(plan.shapes[id(t)])
                       for t, o in zip(self.temps, offsets)
                       for a in [plan.arenas[self.temp_dtypes.index(t.dtype)]]]

@@ -32,6 +32,12 @@ class Plan:
 class Function:
     """A compiled graph: call it with arrays for its placeholders, in order.
 
+    Inspect it through ``.graph`` (after rewrites), ``.kernels``, ``.source``, ``explain()``
+    and ``.stats``: for the numba backend, ``stats["nodes"]`` counts nodes through each
+    rewrite pass, ``stats["rules"]`` counts the rules that fired, ``stats["seconds"]`` times
+    each stage (rewrite, schedule, codegen, import, first call) and ``stats["cache"]`` says
+    whether the first call loaded machine code from the disk cache ("hit") or compiled it.
+
     >>> import numpy as np, staticgrad as sg
     >>> x = sg.placeholder((None,), name="x")
     >>> f = sg.function([x], sg.sum(x * x), backend="numpy")

@@ -235,3 +235,18 @@ def test_one_element_constants_reach_blas_as_arrays():
     x = sg.placeholder((1, 1), name="x")
     f = sg.function([x], [x @ np.array([[3.0]]), sg.take(np.arange(4.0), np.array(2)) * x])
     assert [v.tolist() for v in f(np.array([[2.0]]))] == [[[6.0]], [[4.0]]]
+
+
+@pytest.mark.parametrize("classes", [3, 10])
+def test_short_fixed_rows_get_their_length_at_run_time(classes, rng):
+    # a literal row length of 8..128 would be unrolled by LLVM and then not vectorized
+    x = sg.placeholder((None, classes), np.float32, name="x")
+    y = sg.softmax(x, axis=-1)
+    f = sg.function([x], [y, sg.grad(sg.sum(y * y), x)])
+    opaque = classes in codegen.OPAQUE_ROWS
+    assert (f"s{classes} = sizes[0]" in f.source) == opaque
+    assert (f"range(s{classes})" in f.source) == opaque
+    xv = rng.standard_normal((7, classes)).astype(np.float32)
+    ref = sg.function([x], [y, sg.grad(sg.sum(y * y), x)], backend="numpy")(xv)
+    for got, expected in zip(f(xv), ref):
+        np.testing.assert_allclose(got, expected, **tol(np.float32))
