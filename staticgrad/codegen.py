@@ -714,14 +714,14 @@ class Program:
     """
 
     def __init__(self, placeholders: Sequence[Tensor], targets: Sequence[Tensor]):
-        clock = time.perf_counter()
-        simplified, self.stats = rewrite.simplify(targets)
-        seconds = self.stats["seconds"] = {"rewrite": time.perf_counter() - clock}
+        seconds: dict = {}
+        with timed(seconds, "rewrite"):
+            simplified, self.stats = rewrite.simplify(targets)
+        self.stats["seconds"] = seconds
         self.targets = simplified
         self.graph = Graph(simplified)
-        clock = time.perf_counter()
-        sched = schedule(simplified)
-        seconds["schedule"] = time.perf_counter() - clock
+        with timed(seconds, "schedule"):
+            sched = schedule(simplified)
         self.kernels = sched.kernels
         nodes = self.graph.nodes
         names = Names(nodes, placeholders)
@@ -733,14 +733,12 @@ class Program:
         self.temps = [n for n in stored if id(n) not in output_ids]
         self.render = lambda profile: render(sched, names, placeholders, self.params, consts,
                                              self.outputs, self.temps, profile)
-        clock = time.perf_counter()
-        source, self.consts = self.render(False)
+        with timed(seconds, "codegen"):
+            source, self.consts = self.render(False)
+            self.source = self.header(source) + source
         self.sizes = [np.array(list(names.rows), np.int64)] if names.rows else []
-        self.source = self.header(source) + source
-        seconds["codegen"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        self.module = load(self.source)
-        seconds["import"] = time.perf_counter() - clock
+        with timed(seconds, "import"):
+            self.module = load(self.source)
         self.entry = self.module.run
         self.threads_entry = getattr(self.module, "run_threads", None)
         self.const_arenas = []
@@ -881,15 +879,26 @@ class Program:
         long that took (in ``seconds``, "first call")."""
         entry = self.threads_entry if plan.threads else self.entry
         fresh = not entry.signatures
-        clock = time.perf_counter()
-        results = self.run(arrays, plan, entry=entry)
+        threads = "" if entry is self.entry else " with threads"
+        took: dict = {}
+        with timed(took, "first call" + threads):
+            results = self.run(arrays, plan, entry=entry)
         if fresh:
-            threads = "" if entry is self.entry else " with threads"
-            self.stats["seconds"]["first call" + threads] = time.perf_counter() - clock
+            self.stats["seconds"].update(took)
             self.stats["cache" + threads] = \
                 "hit" if sum(entry.stats.cache_hits.values()) else "miss"
         plan.entry = entry
         return results
+
+
+@contextlib.contextmanager
+def timed(seconds: dict, stage: str):
+    """Record in ``seconds[stage]`` how long the ``with`` block took."""
+    clock = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = time.perf_counter() - clock
 
 
 def version() -> str:

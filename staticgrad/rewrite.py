@@ -50,13 +50,13 @@ def rewrite(outputs: Sequence[Tensor], table: dict, fired: Counter) -> list:
     # keyed by id, so every key node is kept alive here: a rule's discarded intermediate,
     # freed, would hand its id to a later node, which would then find the wrong result
     done: dict = {}
-    seen: list = []
+    alive: list = []
 
     def visit(node: Tensor) -> Tensor:
         for n in toposort([node]):
             if id(n) in done:
                 continue
-            seen.append(n)
+            alive.append(n)
             if n.op is None:
                 done[id(n)] = n
                 continue

@@ -23,6 +23,7 @@ from . import shapes as sh
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _serials = itertools.count()
 _interned: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+SMALL_CONSTANT = 64   # constants of at most this many elements are interned by value
 
 # While a VJP rule runs, the forward node it differentiates (set by autodiff); while a
 # composite such as softmax runs, its name. Both only label the nodes built meanwhile.
@@ -354,7 +355,7 @@ def constant(value, dtype=None, name: str | None = None) -> Constant:
     if array.dtype == object:
         raise TypeError(f"constant {name!r}: value must be numeric, got {type(value).__name__}")
     array.flags.writeable = False
-    small = array.size <= 64
+    small = array.size <= SMALL_CONSTANT
     key = ("constant", array.dtype.str, array.shape, array.tobytes(), weak, name) \
         if small else None
     if key is not None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import shapes as sh
-from ..tensor import Tensor, apply, as_tensor, build_error, constant
+from ..tensor import SMALL_CONSTANT, Tensor, apply, as_tensor, build_error, constant
 
 
 class Kind(Enum):
@@ -138,9 +138,9 @@ def cast(x, dtype) -> Tensor:
     dtype = np.dtype(dtype)
     if x.dtype == dtype and not x.weak:
         return x
-    if x.leaf == "constant" and x.value.size <= 64:
-        # a typed constant, not a node: such casts are shared by every graph (and listing) that
-        # makes them, e.g. backward rules typing their literals
+    if x.leaf == "constant" and x.value.size <= SMALL_CONSTANT:
+        # a typed constant, not a node: as a node, interned on an interned constant, it would be
+        # shared by every graph (and listing) that makes it, e.g. backward rules typing literals
         return constant(x.value.astype(dtype), name=x.name)
     return apply("cast", [x], to=dtype)
 
