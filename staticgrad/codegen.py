@@ -18,6 +18,7 @@ import pickletools
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 
@@ -706,6 +707,16 @@ def matches(path: str, source: str) -> bool:
 
 
 # -- the compiled program ------------------------------------------------------------------
+class Workspace:
+    """The memory one call writes: the temporaries' arenas (in ``tail``, the arguments of
+    ``run`` after the outputs) and the output arrays of its last call (reused once dropped)."""
+
+    __slots__ = ("tail", "last")
+
+    def __init__(self, tail: list, last: list):
+        self.tail, self.last = tail, last
+
+
 class Program:
     """What ``sg.function`` runs for ``backend="numba"``: one generated entry point.
 
@@ -756,6 +767,7 @@ class Program:
         self.plain = [p[:2] for p in self.pick] == [("out", k) for k in range(len(self.outputs))] \
             and not any(again for _, _, again in self.pick)
         self.stats["kernels"] = len(self.kernels)
+        self.lock = threading.Lock()   # held while a plan's layout is worked out
 
     def header(self, source: str) -> str:
         digest = hashlib.sha256(source.encode()).hexdigest()[:12]
@@ -786,44 +798,50 @@ class Program:
         return [(first[id(t)], last.get(id(t), first[id(t)])) for t in self.temps]
 
     def prepare(self, plan) -> None:
-        """Temporaries for one shape signature; ones alive at different times share memory."""
-        flops = [2 * np.prod(plan.shapes[id(k.roots[0])]) * k.roots[0].inputs[0].dims[-1]
-                 for k in self.kernels if k.kind == "matmul"]
-        plan.blas = None if not flops else \
-            blas.threads_for(max(sh.evaluate(f, plan.env) for f in flops),
-                             numba.get_num_threads())
-        plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
-        plan.last = [None] * len(self.outputs)
-        # threads (and so the run_threads entry, compiled on first use) only if a loop is big
-        plan.threads = self.threads_entry is not None and any(
-            k.kind == "loop" and sh.evaluate(sh.size(k.space), plan.env) >= PARALLEL_MIN
-            for k in self.kernels)
-        plan.nc = numba.get_num_threads() if plan.threads else 1
-        plan.entry = None   # chosen by the first call
-        plan.prepared = True
-        # temporaries alive at different times share memory: blocks [offset, size, free after]
-        blocks: dict = {d: [] for d in self.temp_dtypes}
-        ends = dict.fromkeys(self.temp_dtypes, 0)
-        offsets = []
-        for t, (start, end) in zip(self.temps, self.spans):
-            count = int(np.prod(plan.shapes[id(t)]))
-            free = [b for b in blocks[t.dtype] if b[2] < start and b[1] >= count]
-            block = min(free, key=lambda b: b[1]) if free else None
-            if block is None:
-                size = -(-max(count, 1) // ALIGN) * ALIGN
-                block = [ends[t.dtype], size, end]
-                blocks[t.dtype].append(block)
-                ends[t.dtype] += size
-            block[2] = end
-            offsets.append(block[0])
-        plan.off = np.array(offsets, np.int64)
-        plan.arenas = [np.empty(max(ends[d], 1), d) for d in self.temp_dtypes]
-        # the arguments of run after the outputs: the same arrays on every call of this plan
-        plan.tail = self.const_arenas + plan.arenas + ([plan.off] if self.temps else []) \
-            + self.sizes
-        plan.temps = [a[o:o + int(np.prod(plan.shapes[id(t)]))].reshape(plan.shapes[id(t)])
-                      for t, o in zip(self.temps, offsets)
-                      for a in [plan.arenas[self.temp_dtypes.index(t.dtype)]]]
+        """The memory layout of one shape signature (made once, under the program's lock);
+        temporaries alive at different times share memory. The memory itself is a
+        ``Workspace``: one per concurrent call, so calls from several threads never share it."""
+        with self.lock:
+            if plan.prepared:
+                return
+            flops = [2 * np.prod(plan.shapes[id(k.roots[0])]) * k.roots[0].inputs[0].dims[-1]
+                     for k in self.kernels if k.kind == "matmul"]
+            plan.blas = None if not flops else \
+                blas.threads_for(max(sh.evaluate(f, plan.env) for f in flops),
+                                 numba.get_num_threads())
+            plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
+            # threads (and so the run_threads entry, compiled on first use) only if a loop is big
+            plan.threads = self.threads_entry is not None and any(
+                k.kind == "loop" and sh.evaluate(sh.size(k.space), plan.env) >= PARALLEL_MIN
+                for k in self.kernels)
+            plan.nc = numba.get_num_threads() if plan.threads else 1
+            plan.entry = None   # chosen by the first call
+            # temporaries alive at different times share memory: [offset, size, free after]
+            blocks: dict = {d: [] for d in self.temp_dtypes}
+            ends = dict.fromkeys(self.temp_dtypes, 0)
+            offsets = []
+            for t, (start, end) in zip(self.temps, self.spans):
+                count = int(np.prod(plan.shapes[id(t)]))
+                free = [b for b in blocks[t.dtype] if b[2] < start and b[1] >= count]
+                block = min(free, key=lambda b: b[1]) if free else None
+                if block is None:
+                    size = -(-max(count, 1) // ALIGN) * ALIGN
+                    block = [ends[t.dtype], size, end]
+                    blocks[t.dtype].append(block)
+                    ends[t.dtype] += size
+                block[2] = end
+                offsets.append(block[0])
+            plan.off = np.array(offsets, np.int64)
+            plan.arena_sizes = [max(ends[d], 1) for d in self.temp_dtypes]
+            plan.pool = []          # idle workspaces of this plan
+            plan.prepared = True    # last: other threads read the fields above once it is set
+
+    def workspace(self, plan) -> Workspace:
+        """Fresh memory for one call of ``plan``: its own arenas and output slots."""
+        arenas = [np.empty(n, d) for n, d in zip(plan.arena_sizes, self.temp_dtypes)]
+        # the arguments of run after the outputs: the same arrays on every call with this memory
+        tail = self.const_arenas + arenas + ([plan.off] if self.temps else []) + self.sizes
+        return Workspace(tail, [None] * len(self.outputs))
 
     def picks(self, placeholders: Sequence[Tensor]) -> list:
         """How to fetch each result: ``("out", k, copy?)``, ``("arg", k)`` or ``("leaf", node)``;
@@ -843,37 +861,53 @@ class Program:
 
     def run(self, arrays: Sequence[np.ndarray], plan, entry=None) -> list:
         """One call on checked arguments; ``entry`` replaces the compiled ``run`` (``explain``
-        passes its Python body, so that each kernel it calls can be timed)."""
+        passes its Python body, so that each kernel it calls can be timed).
+
+        Safe from any thread: a call takes an idle workspace of its plan (or makes one), so
+        calls running at the same time never write the same memory."""
         if not plan.prepared:
             self.prepare(plan)
-        outs = plan.last
+        try:
+            space = plan.pool.pop()       # atomic: two threads never take the same one
+        except IndexError:
+            space = self.workspace(plan)
+        try:
+            outs = self.call(arrays, plan, space, entry)
+        finally:
+            plan.pool.append(space)
+        if self.plain:
+            return outs
+        return [(outs[k].copy() if again else outs[k]) if kind == "out" else
+                np.array(arrays[k]) if kind == "arg" else np.array(k.value)
+                for kind, k, again in self.pick]
+
+    def call(self, arrays: Sequence[np.ndarray], plan, space: Workspace, entry) -> list:
+        """Run the entry point with ``space``'s memory; returns the output arrays."""
+        outs = space.last
         for k, (shape, dtype) in enumerate(plan.outputs):
-            # Last call's array is reused if the caller dropped it (and every view of it): two
-            # references are left, plan.last's and getrefcount's argument. Reusing it saves a
-            # page fault per 4 KiB of a large fresh array (NumPy at 10M elements is 26x slower
-            # than at 1M for that), and nothing can observe the overwrite.
+            # The workspace's last array is reused if the caller dropped it (and every view of
+            # it): two references are left, the workspace's and getrefcount's argument. Reusing
+            # it saves a page fault per 4 KiB of a large fresh array (NumPy at 10M elements is
+            # 26x slower than at 1M for that), and nothing can observe the overwrite. Only the
+            # thread holding the workspace looks, so no other call can take the array meanwhile.
             if outs[k] is None or sys.getrefcount(outs[k]) > 2:
                 outs[k] = np.empty(shape, dtype)
         if entry is None:
             entry = plan.entry
             if entry is None:
-                return self.first_call(arrays, plan)
+                return self.first_call(arrays, plan, space)
         if plan.blas is None:
-            entry(*arrays, *[p._value for p in self.params], *outs, *plan.tail, plan.nc)
+            entry(*arrays, *[p._value for p in self.params], *outs, *space.tail, plan.nc)
         else:
             before = blas.set_threads(plan.blas)
             try:
-                entry(*arrays, *[p._value for p in self.params], *outs, *plan.tail, plan.nc)
+                entry(*arrays, *[p._value for p in self.params], *outs, *space.tail, plan.nc)
             finally:
                 if before is not None and before != plan.blas:
                     blas.set_threads(before)
-        if self.plain:
-            return list(outs)
-        return [(outs[k].copy() if again else outs[k]) if kind == "out" else
-                np.array(arrays[k]) if kind == "arg" else np.array(k.value)
-                for kind, k, again in self.pick]
+        return list(outs)
 
-    def first_call(self, arrays, plan) -> list:
+    def first_call(self, arrays, plan, space: Workspace) -> list:
         """The first call of a plan picks its entry point. The first call of an entry point
         has Numba compile it or load it from its disk cache: ``stats`` records which, and how
         long that took (in ``seconds``, "first call")."""
@@ -882,7 +916,7 @@ class Program:
         threads = "" if entry is self.entry else " with threads"
         took: dict = {}
         with timed(took, "first call" + threads):
-            results = self.run(arrays, plan, entry=entry)
+            results = self.call(arrays, plan, space, entry)
         if fresh:
             self.stats["seconds"].update(took)
             self.stats["cache" + threads] = \

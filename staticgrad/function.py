@@ -69,6 +69,12 @@ class Function:
         self.stats: dict = getattr(self.program, "stats", {})
         self._plans: dict = {}
         self._dtypes = [p.dtype for p in self.inputs]
+        # parameters whose locks a call may need, in one global order (no deadlock between two
+        # functions that take the same locks)
+        self._parameters = sorted({id(n): n for n in toposort(targets)
+                                   if n.leaf == "parameter"}.values(), key=lambda p: p.serial)
+        for param, _ in self.updates:
+            object.__setattr__(param, "updated", True)
         debug.announce(self)
 
     @property
@@ -99,14 +105,25 @@ class Function:
 
     def __call__(self, *args):
         arrays, plan = self.prepare_call(args)
-        results = self.program.run(arrays, plan)
-        if self.check_finite or debug.anomaly_enabled():
-            debug.check_results(self, arrays, plan, results)  # raises before any update
-        if self.updates:
-            n = len(self.outputs)
-            for (param, _), value in zip(self.updates, results[n:]):
-                np.copyto(param.value, value, casting="unsafe")
-            results = results[:n]
+        # A call reads parameters and then overwrites some in place: calls that update a
+        # parameter are serialized with every call that reads or updates it, so each update
+        # is applied exactly once and no call sees half of one. Parameters nobody updates
+        # need no lock.
+        locks = [p.lock for p in self._parameters if p.updated]
+        for lock in locks:
+            lock.acquire()
+        try:
+            results = self.program.run(arrays, plan)
+            if self.check_finite or debug.anomaly_enabled():
+                debug.check_results(self, arrays, plan, results)  # raises before any update
+            if self.updates:
+                n = len(self.outputs)
+                for (param, _), value in zip(self.updates, results[n:]):
+                    np.copyto(param.value, value, casting="unsafe")
+                results = results[:n]
+        finally:
+            for lock in reversed(locks):
+                lock.release()
         return results[0] if self.single else results
 
     def to_dot(self) -> str:

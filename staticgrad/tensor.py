@@ -12,6 +12,7 @@ import contextvars
 import itertools
 import os
 import sys
+import threading
 import weakref
 from collections.abc import Iterable, Sequence
 
@@ -246,7 +247,9 @@ class Parameter(Tensor):
     6.0
     """
 
-    __slots__ = ()
+    # ``lock`` guards the value while a call reads or overwrites it; ``updated`` says whether
+    # some function's updates write it (only then do readers need the lock)
+    __slots__ = ("lock", "updated")
 
     def __setattr__(self, name, value):
         if name != "value":
@@ -336,6 +339,8 @@ def parameter(value, name: str | None = None, dtype=None) -> Parameter:
     node = Parameter.__new__(Parameter)
     node._init(None, (), (), value.shape, value.dtype, False, name, "parameter", True,
                value=value)
+    object.__setattr__(node, "lock", threading.Lock())
+    object.__setattr__(node, "updated", False)
     return node
 
 

@@ -1,0 +1,118 @@
+"""One compiled function called from many Python threads at once: every result equals the
+serial result, no result is aliased by a later call, and updates are applied exactly once each."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import staticgrad as sg
+
+THREADS = 8
+
+
+def run_threads(worker, count: int = THREADS, timeout: float = 300.0) -> None:
+    """Start ``count`` threads on ``worker(k)``, all released at once; re-raise any failure."""
+    start = threading.Barrier(count)
+    errors: list = []
+
+    def body(k):
+        try:
+            start.wait()
+            worker(k)
+        except BaseException as err:  # noqa: BLE001 (reported below, in the test's thread)
+            errors.append(err)
+
+    threads = [threading.Thread(target=body, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish in time"
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture(scope="module")
+def tanh_layer():
+    x = sg.placeholder((None, 64), dtype=np.float64, name="x")
+    w = sg.parameter(np.random.default_rng(0).standard_normal((64, 16)), name="w")
+    loss = sg.sum(sg.tanh(x @ w) ** 2)
+    return x, w, loss, sg.function([x], [loss, sg.grad(loss, w)])
+
+
+def test_calls_from_eight_threads_equal_serial_calls(tanh_layer):
+    # the issue's reproduction: batch sizes vary, so several shape plans are live at once
+    x, w, loss, f = tanh_layer
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((int(rng.integers(1, 40)), 64)) for _ in range(64)]
+    want = [[np.array(o, copy=True) for o in f(a)] for a in inputs]
+    bad, held = [], []
+
+    def worker(k):
+        for i in range(300):
+            j = (i * 7 + k) % len(inputs)
+            got = f(inputs[j])
+            if not all(np.array_equal(g, e) for g, e in zip(got, want[j])):
+                bad.append((k, i))
+            if i % 50 == 0:
+                held.append((j, got))      # kept: a later call must not overwrite it
+
+    run_threads(worker)
+    assert not bad, f"{len(bad)} of {THREADS * 300} results differ from the serial ones"
+    for j, got in held:
+        assert all(np.array_equal(g, e) for g, e in zip(got, want[j])), "a held result changed"
+
+
+def test_results_held_by_one_thread_are_not_reused_by_another(tanh_layer):
+    x, w, loss, f = tanh_layer
+    a = np.ones((5, 64))
+    first = f(a)
+    copies = [np.array(v, copy=True) for v in first]
+
+    def worker(k):
+        for _ in range(200):
+            f(np.full((5, 64), float(k)))
+
+    run_threads(worker)
+    for v, c in zip(first, copies):
+        np.testing.assert_array_equal(v, c)
+
+
+def test_updates_from_eight_threads_are_each_applied_once():
+    # w += x every call: the final value is the sum over all calls, whatever their order,
+    # only if no two calls read the same old value (a lost update)
+    w = sg.parameter(np.zeros(3), name="w")
+    x = sg.placeholder((3,), name="x")
+    step = sg.function([x], sg.sum(w), updates=[(w, w + x)])
+    seen: list = []
+
+    def worker(k):
+        for _ in range(250):
+            seen.append(float(step(np.ones(3))))
+
+    run_threads(worker)
+    assert w.value.tolist() == [THREADS * 250.0] * 3
+    # each call saw the value left by exactly one earlier call: some serial order
+    assert sorted(seen) == [3.0 * k for k in range(THREADS * 250)]
+
+
+def test_reading_a_parameter_while_another_thread_updates_it_sees_whole_values():
+    # an update overwrites a parameter in place; a reader must never see half of it
+    w = sg.parameter(np.zeros(4096), name="w")
+    step = sg.function([], sg.sum(w), updates=[(w, w + 1.0)])
+    read = sg.function([], sg.max(w) - sg.min(w))
+    spread: list = []
+
+    def worker(k):
+        for _ in range(200):
+            if k % 2:
+                step()
+            else:
+                spread.append(float(read()))
+
+    run_threads(worker, count=4)
+    assert w.value[0] == 400.0 and np.all(w.value == w.value[0])
+    assert max(spread) == 0.0, "a reader saw a parameter halfway through an update"
