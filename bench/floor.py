@@ -8,11 +8,11 @@ on large matrices. A workload's floor is the larger of (its minimal bytes / band
 
 from __future__ import annotations
 
-from staticgrad import hardware
+from staticgrad.inspect import hardware
 
 
 def measure(scale: int) -> dict:
-    """Bandwidth and GEMM throughput (``staticgrad.hardware``), small in quick mode."""
+    """Bandwidth and GEMM throughput (``staticgrad.inspect.hardware``), small in quick mode."""
     return hardware.measure(quick=not scale)
 
 

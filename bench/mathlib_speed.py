@@ -15,7 +15,7 @@ import time
 import numba
 import numpy as np
 
-from staticgrad import mathlib as ml
+from staticgrad.backends.numba import mathlib as ml
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
 REPEAT = 7

@@ -3,13 +3,15 @@
 Build a graph of placeholders, parameters and ops; ask ``grad`` for gradient nodes; compile
 forward and backward together with ``function``. The pipeline, one module per stage:
 
-    tensor/ops -> autodiff -> rewrite -> schedule -> codegen -> function (run)
-                                  \\-> reference (the NumPy oracle)      graph (inspect any stage)
+    tensor/ops -> autodiff -> rewrite -> schedule -> backends/numba (render, cache, runtime)
+                                  \\-> backends/reference (the NumPy oracle)
+    function composes it; inspect/ reads every stage; check/ checks them
 """
 
 from . import optim
 from .autodiff import grad
-from .debug import AnomalyError, GradcheckError, detect_anomaly, gradcheck, gradgradcheck
+from .check.anomaly import AnomalyError, detect_anomaly
+from .check.gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .function import Function, function
 from .graph import Graph, graph
 from .ops import *  # noqa: F401,F403  (the NumPy-named op functions)

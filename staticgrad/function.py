@@ -12,10 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import debug, reference
+from . import backends, rewrite
 from . import dtypes as dt
 from . import shapes as sh
+from .check import anomaly
 from .graph import Graph
+from .inspect import timed
+from .inspect.listing import announce
 from .ops import REGISTRY, Kind, broadcast_to, cast
 from .tensor import Parameter, Tensor, as_tensor, location, toposort
 
@@ -57,16 +60,15 @@ class Function:
         self.targets: list = self.outputs + [value for _, value in self.updates]
         targets = self.targets
         check_closed(targets, self.inputs)
-        if backend == "numpy":
-            self.graph = Graph(targets)
-            self.program = reference.Program(self.graph.nodes, self.inputs, targets)
-        elif backend == "numba":
-            from . import codegen
-            self.program = codegen.compile_function(self.inputs, targets)
-            self.graph = self.program.graph
-        else:
-            raise ValueError(f"unknown backend {backend!r}: use 'numba' or 'numpy'")
-        self.stats: dict = getattr(self.program, "stats", {})
+        # the pipeline, the same for every backend: rewrite, then the backend compiles
+        module = backends.get(backend)
+        seconds: dict = {}
+        with timed(seconds, "rewrite"):
+            simplified, stats = rewrite.simplify(targets)
+        stats["seconds"] = seconds
+        self.graph = Graph(simplified)
+        self.program = module.compile(self.inputs, self.graph, stats)
+        self.stats: dict = self.program.stats
         self._plans: dict = {}
         self._dtypes = [p.dtype for p in self.inputs]
         # parameters whose locks a call may need, in one global order (no deadlock between two
@@ -75,7 +77,7 @@ class Function:
                                    if n.leaf == "parameter"}.values(), key=lambda p: p.serial)
         for param, _ in self.updates:
             object.__setattr__(param, "updated", True)
-        debug.announce(self)
+        announce(self)
 
     @property
     def kernels(self) -> list:
@@ -114,8 +116,8 @@ class Function:
             lock.acquire()
         try:
             results = self.program.run(arrays, plan)
-            if self.check_finite or debug.anomaly_enabled():
-                debug.check_results(self, arrays, plan, results)  # raises before any update
+            if self.check_finite or anomaly.anomaly_enabled():
+                anomaly.check_results(self, arrays, plan, results)  # raises before any update
             if self.updates:
                 n = len(self.outputs)
                 for (param, _), value in zip(self.updates, results[n:]):
@@ -132,7 +134,7 @@ class Function:
 
     def render(self, path: str) -> str:
         """Draw ``to_dot()`` to ``path`` (``.svg`` or ``.png``) with Graphviz's ``dot``."""
-        from .graph import render
+        from .inspect.dot import render
         return render(self.to_dot(), path)
 
     def explain(self, *args, repeat: int = 20, show: bool = True):
@@ -148,7 +150,7 @@ class Function:
         >>> [k.name for k in report.kernels], report.kernels[0].read
         (['k0'], 4000)
         """
-        from .explain import explain
+        from .inspect.explain import explain
         report = explain(self, args, repeat)
         if show:
             print(report)

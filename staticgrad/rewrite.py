@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import shapes as sh
-from .ops import REGISTRY, Kind, custom
-from .tensor import Tensor, apply, constant, derived_from, toposort
+from .ops import REGISTRY, Kind, apply, custom
+from .tensor import Tensor, constant, derived_from, toposort
 
 Rule = Callable[[Tensor], "Tensor | None"]
 FOLD: dict[str, list] = {}

@@ -185,58 +185,6 @@ class Tensor:
 
     __hash__ = object.__hash__
 
-    # -- operators, spelled as NumPy's functions ---------------------------------------------
-    def __add__(self, other): return ops.add(self, other)
-    def __radd__(self, other): return ops.add(other, self)
-    def __sub__(self, other): return ops.subtract(self, other)
-    def __rsub__(self, other): return ops.subtract(other, self)
-    def __mul__(self, other): return ops.multiply(self, other)
-    def __rmul__(self, other): return ops.multiply(other, self)
-    def __truediv__(self, other): return ops.divide(self, other)
-    def __rtruediv__(self, other): return ops.divide(other, self)
-    def __pow__(self, other): return ops.power(self, other)
-    def __rpow__(self, other): return ops.power(other, self)
-    def __matmul__(self, other): return ops.matmul(self, other)
-    def __rmatmul__(self, other): return ops.matmul(other, self)
-    def __neg__(self): return ops.negative(self)
-    def __pos__(self): return self
-    def __abs__(self): return ops.abs(self)
-    def __lt__(self, other): return ops.less(self, other)
-    def __le__(self, other): return ops.less_equal(self, other)
-    def __gt__(self, other): return ops.greater(self, other)
-    def __ge__(self, other): return ops.greater_equal(self, other)
-    def __eq__(self, other): return ops.equal(self, other)  # noqa: E704
-    def __ne__(self, other): return ops.not_equal(self, other)
-    def __getitem__(self, index): return ops.getitem(self, index)
-
-    @property
-    def T(self) -> Tensor:
-        return ops.transpose(self)
-
-    def reshape(self, *shape) -> Tensor:
-        return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
-
-    def transpose(self, *axes) -> Tensor:
-        return ops.transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
-
-    def astype(self, dtype) -> Tensor:
-        return ops.cast(self, dtype)
-
-    def sum(self, axis=None, keepdims=False) -> Tensor:
-        return ops.sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False) -> Tensor:
-        return ops.mean(self, axis, keepdims)
-
-    def max(self, axis=None, keepdims=False) -> Tensor:
-        return ops.max(self, axis, keepdims)
-
-    def min(self, axis=None, keepdims=False) -> Tensor:
-        return ops.min(self, axis, keepdims)
-
-    def prod(self, axis=None, keepdims=False) -> Tensor:
-        return ops.prod(self, axis, keepdims)
-
 
 class Parameter(Tensor):
     """A leaf that holds a value between calls; ``updates`` overwrite it in place.
@@ -385,28 +333,18 @@ def as_tensor(value) -> Tensor:
     return constant(value)
 
 
-def apply(op: str, inputs: Sequence[Tensor], **attrs) -> Tensor:
-    """Build (or find) the node ``op(*inputs, **attrs)``: the one constructor of op nodes."""
-    opdef = ops.REGISTRY[op]
-    attr_items = tuple(sorted(attrs.items()))
-    weak = bool(inputs) and all(i.weak for i in inputs) and opdef.keeps_weak
+def node(op: str, inputs: tuple, attr_items: tuple, weak: bool, infer) -> Tensor:
+    """The interned node ``op(*inputs, **attrs)``: found if it exists, else made with
+    ``infer() -> (dims, dtype, requires_grad)``. ``ops.apply`` is its one caller."""
     key = (op, tuple(id(i) for i in inputs), attr_items, weak)
     found = _interned.get(key)
     if found is not None:
         return found
-    try:
-        dims = tuple(opdef.shape([i.dims for i in inputs], **attrs))
-        dtype = np.dtype(opdef.dtype([i.dtype for i in inputs], **attrs))
-    except (ValueError, TypeError) as err:
-        raise build_error(err, op, inputs) from None
-    # DESIGN: false after stop_gradient and for non-float results (comparisons), else any
-    # input's; ops without a VJP rule (sign) still say True, as in PyTorch
-    requires_grad = (op != "stop_gradient" and dt.is_float(dtype)
-                     and any(i.requires_grad for i in inputs))
-    node = Tensor.__new__(Tensor)
-    node._init(op, tuple(inputs), attr_items, dims, dtype, weak, None, None, requires_grad)
-    _interned[key] = node
-    return node
+    dims, dtype, requires_grad = infer()
+    made = Tensor.__new__(Tensor)
+    made._init(op, tuple(inputs), attr_items, dims, dtype, weak, None, None, requires_grad)
+    _interned[key] = made
+    return made
 
 
 def build_error(err: Exception, op: str, inputs: Sequence[Tensor]) -> Exception:
@@ -438,5 +376,3 @@ def toposort(outputs: Iterable[Tensor], stop: set = frozenset()) -> list:
                 order.append(node)
     return order
 
-
-from . import ops  # noqa: E402  (operators above call the op functions defined there)

@@ -7,7 +7,7 @@ import pytest
 from conftest import tol
 
 import staticgrad as sg
-from staticgrad.reference import evaluate
+from staticgrad.backends.reference import evaluate
 from staticgrad.rewrite import simplify
 from staticgrad.tensor import toposort
 

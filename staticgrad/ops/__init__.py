@@ -10,7 +10,7 @@ defined by one statement in ``elementwise.py``, ``reduce.py``, ``movement.py`` o
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import shapes as sh
-from ..tensor import SMALL_CONSTANT, Tensor, apply, as_tensor, build_error, constant
+from ..tensor import SMALL_CONSTANT, Tensor, as_tensor, build_error, constant, node
 
 
 class Kind(Enum):
@@ -44,6 +44,33 @@ class OpDef:
 
 
 REGISTRY: dict[str, OpDef] = {}
+
+
+def apply(op: str, inputs: Sequence[Tensor], **attrs) -> Tensor:
+    """Build (or find) the node ``op(*inputs, **attrs)``: the one constructor of op nodes, where
+    the op's shape and dtype rules run.
+
+    >>> import staticgrad as sg
+    >>> x = sg.placeholder((3,), name="x")
+    >>> apply("exp", [x]) is sg.exp(x)
+    True
+    """
+    opdef = REGISTRY[op]
+    weak = bool(inputs) and all(i.weak for i in inputs) and opdef.keeps_weak
+
+    def infer() -> tuple:
+        try:
+            dims = tuple(opdef.shape([i.dims for i in inputs], **attrs))
+            dtype = np.dtype(opdef.dtype([i.dtype for i in inputs], **attrs))
+        except (ValueError, TypeError) as err:
+            raise build_error(err, op, inputs) from None
+        # DESIGN: false after stop_gradient and for non-float results (comparisons), else any
+        # input's; ops without a VJP rule (sign) still say True, as in PyTorch
+        requires_grad = (op != "stop_gradient" and dt.is_float(dtype)
+                         and any(i.requires_grad for i in inputs))
+        return dims, dtype, requires_grad
+
+    return node(op, tuple(inputs), tuple(sorted(attrs.items())), weak, infer)
 
 
 def register(opdef: OpDef) -> OpDef:
@@ -158,5 +185,7 @@ from .custom import *  # noqa: E402,F401,F403
 from .elementwise import *  # noqa: E402,F401,F403
 from .linalg import *  # noqa: E402,F401,F403
 from .movement import *  # noqa: E402,F401,F403
+from .operators import install  # noqa: E402
 from .reduce import *  # noqa: E402,F401,F403
 
+install(Tensor)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tensor import Tensor, apply, as_tensor
-from . import Kind, OpDef, binary, elementwise_shape, promote, register, unary
+from ..tensor import Tensor, as_tensor
+from . import Kind, OpDef, apply, binary, elementwise_shape, promote, register, unary
 
 __all__ = ["add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "negative",
            "exp", "log", "log1p", "expm1", "sqrt", "abs", "sign", "sin", "cos", "tan", "tanh",

@@ -8,8 +8,8 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import shapes as sh
-from ..tensor import Tensor, apply, build_error
-from . import Kind, cast, defop, promote
+from ..tensor import Tensor, build_error
+from . import Kind, apply, cast, defop, promote
 from .elementwise import multiply
 from .movement import broadcast_to, reshape, swapaxes, transpose
 

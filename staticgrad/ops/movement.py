@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import shapes as sh
-from ..tensor import Tensor, apply, as_tensor, build_error, constant
-from . import Kind, defop, promote, same_dtype
+from ..tensor import Tensor, as_tensor, build_error, constant
+from . import Kind, apply, defop, promote, same_dtype
 from .elementwise import logical_or, where
 
 __all__ = ["reshape", "transpose", "broadcast_to", "expand_dims", "squeeze", "swapaxes",

@@ -1,4 +1,4 @@
-"""staticgrad.mathlib: accuracy in ulps against long-double references, NumPy's special
+"""backends.numba.mathlib: accuracy in ulps against long-double references, NumPy's special
 values, dtype preservation and vectorization, always through @njit loops as generated
 code calls the functions."""
 
@@ -11,7 +11,7 @@ import numba
 import numpy as np
 import pytest
 
-from staticgrad import mathlib as ml
+from staticgrad.backends.numba import mathlib as ml
 
 LD = np.longdouble
 NAMES = ["exp", "log", "log1p", "expm1", "tanh", "sigmoid", "sin", "cos", "tan"]

@@ -14,7 +14,7 @@ import pytest
 from conftest import tol
 
 import staticgrad as sg
-from staticgrad import codegen
+from staticgrad.backends.numba import cache, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,14 +167,14 @@ def test_processes_compiling_the_same_graph_at_once_all_succeed(tmp_path):
 
 def test_cache_dir_is_configurable(tmp_path, monkeypatch):
     monkeypatch.setenv("STATICGRAD_CACHE_DIR", str(tmp_path))
-    assert codegen.cache_dir() == str(tmp_path)
+    assert cache.cache_dir() == str(tmp_path)
     x = sg.placeholder((3,), name="x")
     f = sg.function([x], sg.exp(x) * 7.25 + 0.125)   # a graph no other test builds
     assert Path(f.program.module.__file__).parent == tmp_path
 
 
 def test_transcendentals_call_the_vectorizable_mathlib(w2):
-    body = w2.source.split("from staticgrad import mathlib", 1)[1]
+    body = w2.source.split("from staticgrad.backends.numba import mathlib", 1)[1]
     assert "mathlib.tanh(" in body and "mathlib.exp(" in body
     assert "math." not in body.replace("mathlib.", "")   # no libm call blocks vectorization
 
@@ -186,7 +186,7 @@ def test_float32_sums_add_blocks_in_float64(shape, axis):
     x = sg.placeholder((None,) * len(shape), np.float32, name="x")
     f = sg.function([x], sg.sum(x * 1.0 + 0.0 * x, axis=axis))
     assert re.search(rf"range\(b{len(shape) - 1}, min\(b{len(shape) - 1} \+ "
-                     rf"(np\.uint64\()?{codegen.BLOCK}\)?,", f.source)
+                     rf"(np\.uint64\()?{render.BLOCK}\)?,", f.source)
     xv = np.full(shape, 0.1, np.float32)
     exact = np.sum(xv.astype(np.float64), axis=axis)
     np.testing.assert_allclose(f(xv), exact, rtol=1e-6)
@@ -243,7 +243,7 @@ def test_short_fixed_rows_get_their_length_at_run_time(classes, rng):
     x = sg.placeholder((None, classes), np.float32, name="x")
     y = sg.softmax(x, axis=-1)
     f = sg.function([x], [y, sg.grad(sg.sum(y * y), x)])
-    opaque = classes in codegen.OPAQUE_ROWS
+    opaque = classes in render.OPAQUE_ROWS
     assert (f"s{classes} = sizes[0]" in f.source) == opaque
     assert (f"range(s{classes})" in f.source) == opaque
     xv = rng.standard_normal((7, classes)).astype(np.float32)

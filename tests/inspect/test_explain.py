@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import staticgrad as sg
-from staticgrad import explain, hardware
+from staticgrad.inspect import explain, hardware
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import shapes as sh
 from . import hardware
-from . import shapes as sh
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Report:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"<staticgrad.explain.Report {fmt_time(self.seconds)} per call, "
+        return (f"<staticgrad.inspect.explain.Report {fmt_time(self.seconds)} per call, "
                 f"{self.ratio:.2f}x the floor, {len(self.kernels)} kernel(s)>")
 
 
@@ -102,50 +102,23 @@ def explain(function, args: tuple, repeat: int = 20) -> Report:
     ideal = sum(a.nbytes for a in arrays) + sum(np.asarray(r).nbytes for r in results) \
         + sum(p.value.nbytes for p in {id(n): n for n in function.graph.nodes
                                        if n.leaf == "parameter"}.values())
-    kernels = [] if function.backend != "numba" else \
-        time_kernels(program, arrays, plan, max(3, repeat // 4), floor)
+    kernels = kernel_rows(program, arrays, plan, max(3, repeat // 4), floor)
     gemm = sum(k.gemm for k in kernels)
     return Report(function.backend, statistics.median(samples), repeat, ideal, gemm,
                   floor["bandwidth"]["best"], floor["gemm"]["flops"], kernels)
 
 
-def time_kernels(program, arrays, plan, repeat: int, floor: dict) -> list:
-    """Run the profiling build's ``run`` (every kernel a function) as Python, each kernel it
-    calls wrapped in a timer."""
-    module = program.profiled()
-    namespace = vars(module)
-    spent = {k.name: [] for k in program.kernels}
-    originals = {}
-
-    def timed(name, fn):
-        def call(*a):
-            t0 = time.perf_counter()
-            out = fn(*a)
-            spent[name].append(time.perf_counter() - t0)
-            return out
-        return call
-
-    for kernel in program.kernels:
-        for name in (kernel.name, f"{kernel.name}_serial"):
-            if name in namespace:
-                originals[name] = namespace[name]
-                namespace[name] = timed(kernel.name, namespace[name])
-    try:
-        for _ in range(repeat):
-            entry = module.run_threads if plan.threads else module.run
-            program.run(arrays, plan, entry=entry.py_func)
-    finally:
-        namespace.update(originals)
+def kernel_rows(program, arrays, plan, repeat: int, floor: dict) -> list:
+    """A ``KernelTime`` per kernel: the backend's own timing next to the kernel's cost."""
+    seconds = program.time_kernels(arrays, plan, repeat)
     rows = []
     bandwidth, peak = floor["bandwidth"]["best"], floor["gemm"]["flops"]
     for kernel in program.kernels:
         cost = kernel.cost(plan.env)
-        times = spent[kernel.name]
-        seconds = statistics.median(times) if times else 0.0
         floor_s = max((cost["read"] + cost["written"]) / bandwidth, cost["gemm"] / peak)
         rows.append(KernelTime(kernel.name, kernel.kind, sh.evaluate(kernel.space, plan.env),
                                len(kernel.nodes), cost["read"], cost["written"], cost["flops"],
-                               cost["gemm"], seconds, floor_s))
+                               cost["gemm"], seconds.get(kernel.name, 0.0), floor_s))
     return rows
 
 

@@ -1,5 +1,5 @@
-"""Reference executor (``backend="numpy"``): runs the graph node by node with each op's NumPy
-rule. It is the oracle every compiled backend is tested against, so it stays this simple.
+"""The NumPy reference backend (``backend="numpy"``): runs the graph node by node with each
+op's NumPy rule. It is the oracle every compiled backend is tested against, so it stays simple.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import shapes as sh
-from .ops import REGISTRY
-from .tensor import Tensor
+from .. import shapes as sh
+from ..graph import Graph
+from ..ops import REGISTRY
+from ..tensor import Tensor
 
 
 def evaluate(nodes: Sequence[Tensor], feeds: dict, env: dict) -> dict:
@@ -43,14 +44,23 @@ class Program:
     kernels: list = []
     source = "# backend='numpy' runs the graph node by node; there is no generated code"
 
-    def __init__(self, nodes: Sequence[Tensor], placeholders: Sequence[Tensor],
-                 targets: Sequence[Tensor]):
-        self.nodes = list(nodes)
+    def __init__(self, placeholders: Sequence[Tensor], graph: Graph, stats: dict):
+        self.nodes = list(graph.nodes)
         self.placeholders = list(placeholders)
-        self.targets = list(targets)
+        self.targets = list(graph.outputs)
+        self.graph, self.stats = graph, stats
+
+    def time_kernels(self, arrays, plan, repeat: int) -> dict:
+        """No kernels to time: the graph runs node by node."""
+        return {}
 
     def run(self, arrays: Sequence[np.ndarray], plan) -> list:
         feeds = {id(p): a for p, a in zip(self.placeholders, arrays)}
         values = evaluate(self.nodes, feeds, plan.env)
         # copies: a result must not alias an argument, a parameter or another result
         return [np.array(values[id(t)]) for t in self.targets]
+
+
+def compile(placeholders: Sequence[Tensor], graph: Graph, stats: dict) -> Program:
+    """The backend entry point (see ``staticgrad.backends``): nothing to compile."""
+    return Program(placeholders, graph, stats)

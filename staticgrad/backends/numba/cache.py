@@ -1,0 +1,93 @@
+"""The disk cache of generated modules: written by a hash of their text, imported normally.
+
+Numba's own ``cache=True`` keeps the machine code next to each module, so a second process
+loads instead of compiling. ``$STATICGRAD_CACHE_DIR`` (default ``~/.cache/staticgrad``) says
+where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import glob
+import hashlib
+import importlib
+import os
+import pickletools
+import sys
+import tempfile
+
+import numba
+import numpy as np
+
+
+def cache_dir() -> str:
+    """Where generated modules live: ``$STATICGRAD_CACHE_DIR`` or ``~/.cache/staticgrad``."""
+    return os.environ.get("STATICGRAD_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "staticgrad")
+
+
+def load(source: str):
+    """Import the module for ``source`` from the cache folder, writing it first if needed.
+
+    The file name is a hash of the text, so an entry is never stale: a different graph, or a
+    different staticgrad/Numba/NumPy, gives a different name. A file whose text does not match
+    (a torn or edited write) is replaced; writes go through a temporary file and an atomic
+    rename, so processes compiling the same graph at once all succeed.
+    """
+    stamp = f"{numba.__version__}|{np.__version__}|{sys.version_info[:2]}|{mathlib_digest()}"
+    digest = hashlib.sha256((stamp + source).encode()).hexdigest()[:24]
+    name = f"staticgrad_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = cache_dir()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name + ".py")
+    if not matches(path, source):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        os.replace(tmp, path)
+    drop_broken_numba_cache(folder, name)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def drop_broken_numba_cache(folder: str, name: str) -> None:
+    """Numba loads its cache files without checking them; a torn or foreign file would crash
+    the first call. Every file must unpickle, else all of this module's files go (and the
+    functions compile again)."""
+    files = glob.glob(os.path.join(folder, "__pycache__", f"{name}.*.nb[ic]"))
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            # walk the pickle opcodes without running them (that would import this module)
+            offset = 0
+            for _ in range(2 if path.endswith(".nbi") else 1):   # .nbi: version, index
+                stop = max(pos for _op, _arg, pos in pickletools.genops(data[offset:]))
+                offset += stop + 1
+            if offset != len(data):
+                raise ValueError("trailing bytes")
+        except Exception:
+            for other in files:
+                with contextlib.suppress(OSError):
+                    os.remove(other)
+            return
+
+
+def matches(path: str, source: str) -> bool:
+    try:
+        with open(path) as f:
+            return f.read() == source
+    except OSError:
+        return False
+
+
+@functools.cache
+def mathlib_digest() -> str:
+    """Generated modules call ``mathlib``; Numba's cache does not notice when it changes."""
+    with open(os.path.join(os.path.dirname(__file__), "mathlib.py"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
