@@ -19,7 +19,7 @@ from .check import anomaly
 from .graph import Graph
 from .inspect import timed
 from .inspect.listing import announce
-from .ops import REGISTRY, Kind, broadcast_to, cast
+from .ops import REGISTRY, broadcast_to, cast
 from .tensor import Parameter, Tensor, as_tensor, location, toposort
 
 
@@ -279,7 +279,7 @@ def check_node(node: Tensor, in_shapes: list, expected: tuple, env: dict) -> Non
         actual = tuple(opdef.shape(in_shapes, **{k: sh.evaluate(v, env) for k, v in node.attrs}))
         if actual != expected:
             raise ValueError(f"gives shape {actual} where the graph expects {expected}")
-        if opdef.kind is Kind.ELEMENTWISE or node.op == "broadcast_to":
+        if opdef.broadcasts:
             for dim, n, m in sh.dynamic_broadcast_violations([i.dims for i in node.inputs],
                                                              node.dims, env):
                 raise ValueError(f"size {dim!r} is {n} at call time and would broadcast to "

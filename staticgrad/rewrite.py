@@ -329,4 +329,6 @@ def reduce_single_elements(n):
     """Reducing over no axes, or only axes of size 1, leaves every element as it was."""
     (x,) = n.inputs
     axes = dict(n.attrs)["axes"]
+    if not REGISTRY[n.op].accumulator.identity:
+        return None
     return x if all(x.dims[a] == 1 for a in axes) else None

@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import shapes as sh
+from .index import ZERO, Gather, is_loop_index, loop_index
 from .ops import REGISTRY, Kind
 from .tensor import Tensor, toposort
 
-OPAQUE = ("matmul", "untake", "unslice", "concatenate")
+VIEW = ("view",)     # a dependency read through a reshaped view: never the same element
+INDEX = ("index",)   # a dependency used as indices: bounds-checked between kernels
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Kernel:
     begin; ``nodes`` are all nodes it computes, roots and inlined ones, in order.
     """
     name: str
-    kind: str                    # "loop", or the opaque op: "matmul", "concatenate", ...
+    kind: str                    # "loop", or the opaque op's name (an emitter runs it)
     space: tuple
     passes: list = field(default_factory=list)
     split: int | None = None
@@ -54,13 +56,9 @@ class Kernel:
 
         flops = gemm = 0
         for n in self.nodes:
-            kind = REGISTRY[n.op].kind
-            if kind is Kind.ELEMENTWISE:
-                flops += count(n.dims)
-            elif kind is Kind.REDUCE:
-                flops += count(n.inputs[0].dims)
-            elif n.op == "matmul":
-                gemm += 2 * count(n.dims) * count(n.inputs[0].dims[-1:])
+            work = REGISTRY[n.op].flops(n, count)
+            flops += work["flops"]
+            gemm += work["gemm"]
         return {"read": nbytes(self.reads), "written": nbytes(self.writes), "flops": flops,
                 "gemm": gemm}
 
@@ -79,93 +77,31 @@ class Schedule:
     nodes: list
 
 
-class Gathered:
-    """An index entry whose value is read from an index tensor (``take``)."""
-
-    __slots__ = ("indices", "index", "size")
-
-    def __init__(self, indices: Tensor, index: tuple, size):
-        self.indices, self.index, self.size = indices, index, size
-
-    def __eq__(self, other):
-        return False
-
-    __hash__ = object.__hash__
+def input_indices(node: Tensor, index: tuple) -> list:
+    """Where each input of an inlined ``node`` is read when ``node`` is read at ``index``: the
+    op's own index map (elementwise ops broadcast; a reduction reads its input at the loop's
+    index, the reduced axes being loops too)."""
+    opdef = REGISTRY[node.op]
+    if opdef.kind is Kind.REDUCE:
+        return [index]
+    return opdef.index(node, index)
 
 
-def loop_index(rank: int) -> tuple:
-    return tuple(f"i{k}" for k in range(rank))
-
-
-def input_indices(node: Tensor, index: tuple, dim_code) -> list:
-    """Where each input of an inlined ``node`` is read when ``node`` is read at ``index``.
-
-    ``index`` holds one code string per axis of ``node`` (``"i0"``, ``"0"``, ``"(2 + i1)"``) or a
-    ``Gathered``; ``dim_code`` renders a call-time size as code.
-    """
-    op, attrs = node.op, dict(node.attrs)
-    kind = REGISTRY[op].kind
-    if kind is Kind.ELEMENTWISE or op == "broadcast_to":
-        return [aligned(index, node.dims, x.dims) for x in node.inputs]
-    if op == "transpose":
-        out = [None] * node.ndim
-        for k, a in enumerate(attrs["axes"]):
-            out[a] = index[k]
-        return [tuple(out)]
-    if op == "reshape":
-        (x,) = node.inputs
-        kept = [e for e, d in zip(index, node.dims) if d != 1]
-        if len(kept) != sum(1 for d in x.dims if d != 1):
-            raise AssertionError("general reshape is read through a view, not an index map")
-        it = iter(kept)
-        return [tuple("0" if d == 1 else next(it) for d in x.dims)]
-    if op == "slice":
-        (x,) = node.inputs
-        return [tuple(slice_index(e, d, s, dim_code)
-                      for e, d, s in zip(index, x.dims, attrs["index"]))]
-    if op == "numel":
-        return []
-    if op == "take":
-        a, idx = node.inputs
-        axis = attrs["axis"]
-        inner = tuple(index[axis:axis + idx.ndim])
-        return [tuple(index[:axis]) + (Gathered(idx, inner, a.dims[axis]),)
-                + tuple(index[axis + idx.ndim:]), inner]
-    raise AssertionError(f"{op} is not inlined")
-
-
-def aligned(index: tuple, out_dims: tuple, in_dims: tuple) -> tuple:
-    """NumPy broadcasting as an index map: leading axes dropped, size-1 axes read at 0."""
-    offset = len(out_dims) - len(in_dims)
-    return tuple("0" if d == 1 else index[k + offset] for k, d in enumerate(in_dims))
-
-
-def slice_index(e, dim, s, dim_code) -> str:
-    start, _, step = s
-    if start is None:
-        start = 0 if step > 0 else dim - 1
-    elif sh.is_static(start) and start < 0:
-        start = dim + start
-    if step == 1 and start == 0:
-        return e
-    base = dim_code(start)
-    return f"({base} + {e})" if step == 1 else f"({base} + {step} * {e})"
+def is_opaque(node: Tensor) -> bool:
+    return node.op is not None and REGISTRY[node.op].emit is not None
 
 
 def data_inputs(node: Tensor) -> tuple:
     """The inputs whose values a node reads (``numel`` only reads its input's shape)."""
-    return () if node.op == "numel" else node.inputs
-
-
-def trivial_reshape(node: Tensor) -> bool:
-    """A reshape that only adds or drops size-1 axes is an index map."""
-    (x,) = node.inputs
-    return [d for d in x.dims if d != 1] == [d for d in node.dims if d != 1]
+    return node.inputs if REGISTRY[node.op].reads_data else ()
 
 
 def is_view(node: Tensor) -> bool:
-    """Any other reshape is read through a ``.reshape`` view of its (stored) input."""
-    return node.op == "reshape" and not trivial_reshape(node)
+    """Read through a ``.reshape`` view of its (stored) input, not through an index map."""
+    if node.op is None:
+        return False
+    view = REGISTRY[node.op].view
+    return view is not None and view(node)
 
 
 def space_of(node: Tensor, same=lambda dims: dims) -> tuple:
@@ -185,7 +121,7 @@ def equal_sizes(nodes: list):
         return s
 
     for n in nodes:
-        if n.op is None or not (REGISTRY[n.op].kind is Kind.ELEMENTWISE or n.op == "broadcast_to"):
+        if n.op is None or not REGISTRY[n.op].broadcasts:
             continue
         for x in data_inputs(n):
             offset = n.ndim - x.ndim
@@ -214,7 +150,7 @@ def schedule(targets: Sequence[Tensor]) -> Schedule:
     for node in nodes:
         if id(node) not in roots:
             continue
-        if node.op in OPAQUE:
+        if is_opaque(node):
             kernels.append(Kernel(f"k{len(kernels)}", node.op, node.dims, [[node]]))
             home[id(node)] = len(kernels) - 1
             continue
@@ -253,17 +189,14 @@ def choose_roots(nodes: list, targets: Sequence[Tensor], same) -> set:
     for n in nodes:
         if n.op is None:
             continue
-        if n.op in OPAQUE:
+        opdef = REGISTRY[n.op]
+        if opdef.emit is not None or opdef.kind is Kind.REDUCE:
             roots.add(id(n))
-            for x in n.inputs:
-                # BLAS reads a transposed buffer directly (a flag, not a copy)
-                store(x.inputs[0] if n.op == "matmul" and swaps_last_two(x) else x)
-        elif REGISTRY[n.op].kind is Kind.REDUCE:
-            roots.add(id(n))
-        elif n.op == "reshape" and not trivial_reshape(n):
-            store(n.inputs[0])  # read through a reshaped view of a contiguous buffer
-        elif n.op == "take":
-            store(n.inputs[1])  # indices are checked against bounds before any loop runs
+        # an opaque op's operands, a view's input, a gather's indices: the op says
+        stores = opdef.stores(n) if opdef.stores is not None else \
+            (n.inputs if opdef.emit is not None else ())
+        for x in stores:
+            store(x)
     # a value needed by loops of different shapes is stored once rather than recomputed
     while True:
         spaces: dict = {}
@@ -281,14 +214,6 @@ def choose_roots(nodes: list, targets: Sequence[Tensor], same) -> set:
         roots.add(id(shared[-1]))
 
 
-def swaps_last_two(x: Tensor) -> bool:
-    if x.op != "transpose" or x.inputs[0].op is None and x.inputs[0].leaf == "constant":
-        return False
-    axes = dict(x.attrs)["axes"]
-    n = len(axes)
-    return n >= 2 and axes == tuple(range(n - 2)) + (n - 1, n - 2)
-
-
 def root_reads(node: Tensor, roots: set) -> list:
     """The roots (and leaves) ``node`` reads, each with the index it reads it at."""
     out = []
@@ -304,13 +229,14 @@ def root_reads(node: Tensor, roots: set) -> list:
             return
         if is_view(t):
             if t.inputs[0].op is not None:
-                out.append((t.inputs[0], ("view",)))  # never the same element: not fusible
+                out.append((t.inputs[0], VIEW))
             return
-        for pos, (x, xi) in enumerate(zip(data_inputs(t), input_indices(t, idx, str))):
-            if t.op == "take" and pos == 1 and x.op is not None:
+        checked = {id(x) for x, _ in checks_of(t)}
+        for x, xi in zip(data_inputs(t), input_indices(t, idx)):
+            if id(x) in checked and x.op is not None:
                 # computed indices are bounds-checked between the kernel that makes them and
                 # the one that gathers with them: never fused into the same loop
-                out.append((x, ("index",)))
+                out.append((x, INDEX))
                 continue
             walk(x, xi, False)
 
@@ -319,6 +245,12 @@ def root_reads(node: Tensor, roots: set) -> list:
     else:
         walk(start, index, id(start) not in roots)
     return out
+
+
+def checks_of(node: Tensor) -> list:
+    """``(index tensor, axis size)`` pairs to bounds-check before ``node`` runs."""
+    checks = REGISTRY[node.op].checks if node.op is not None else None
+    return checks(node) if checks is not None else []
 
 
 def join(kernel: Kernel, node: Tensor, deps: list, home: dict, passno: dict, k: int, same):
@@ -330,8 +262,7 @@ def join(kernel: Kernel, node: Tensor, deps: list, home: dict, passno: dict, k: 
     for dep, idx in deps:
         if home.get(id(dep)) != k:
             continue
-        if all(isinstance(e, str) for e in idx) and tuple(idx) == loop_index(rank) \
-                and same(dep.dims) == kernel.space:
+        if is_loop_index(idx, rank) and same(dep.dims) == kernel.space:
             p = max(p, passno[id(dep)])       # same element, same pass
             continue
         axes = reduced_axes(dep)
@@ -349,10 +280,11 @@ def join(kernel: Kernel, node: Tensor, deps: list, home: dict, passno: dict, k: 
 
 def row_read(idx: tuple, axes: tuple, rank: int) -> bool:
     """Is a reduction over ``axes`` read once per row: kept axes in loop order, reduced at 0?"""
-    kept = [f"i{a}" for a in range(rank) if a not in axes]
-    if any(not isinstance(e, str) for e in idx):
+    loops = loop_index(rank)
+    kept = [loops[a] for a in range(rank) if a not in axes]
+    if any(isinstance(e, Gather) for e in idx) or len(idx) not in (rank, rank - len(axes)):
         return False
-    return [e for e in idx if e != "0"] == kept and len(idx) in (rank, rank - len(axes))
+    return [e for e in idx if e != ZERO] == kept
 
 
 def kept_local(kernels: list, targets, roots: set, nodes: list) -> set:

@@ -94,3 +94,22 @@ def numerical_vjp(f, arrays, v, wrt, eps: float = 1e-6) -> list:
             return np.sum(np.asarray(f(*args), dtype=np.float64) * v)
         grads.append(numerical_grad(scalar, arrays[k], eps))
     return grads
+
+
+# -- tiers and parallel runs --------------------------------------------------------------------
+def pytest_collection_modifyitems(config, items):
+    """``test_ops`` on numba compiles hundreds of kernels: it is the ``slow`` tier (skip it with
+    ``-m "not slow"`` for everyday work). Its tests share compiled results per backend and
+    dtype, so each such group runs on one xdist worker (``--dist loadgroup``), groups in
+    parallel."""
+    for item in items:
+        if item.path.name != "test_ops.py":
+            continue
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec else {}
+        backend = params.get("backend", "any")
+        dtype = params.get("dtype")
+        group = f"ops-{backend}-{np.dtype(dtype).name if dtype is not None else 'all'}"
+        item.add_marker(pytest.mark.xdist_group(group))
+        if backend == "numba":
+            item.add_marker(pytest.mark.slow)

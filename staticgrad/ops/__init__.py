@@ -1,10 +1,12 @@
 """Ops: one ``OpDef`` record per primitive, holding every rule about it in one place.
 
 An ``OpDef`` carries the shape and dtype rule (run when a node is built), the NumPy reference
-(the oracle, and constant folding), the loop template for generated code and the symbolic VJP.
-The family helpers below register a record and return the user-facing function, so an op is
-defined by one statement in ``elementwise.py``, ``reduce.py``, ``movement.py`` or ``linalg.py``;
-``composite.py`` builds the rest (softmax, mean, clip, ...) from primitives.
+(the oracle, and constant folding), the symbolic VJP, and everything the scheduler and the loop
+renderer need: a scalar template (elementwise), an accumulator (reductions), an index map
+(movement), or an emitter and a cost (opaque ops such as matmul). ``schedule.py`` and
+``backends/numba`` read these fields and never test an op's name, so adding an op of any kind
+touches one module here and its test. The family helpers below register a record and return
+the user-facing function; ``composite.py`` builds the rest (softmax, mean, clip, ...).
 """
 
 from __future__ import annotations
@@ -18,15 +20,30 @@ import numpy as np
 
 from .. import dtypes as dt
 from .. import shapes as sh
+from ..index import aligned
 from ..tensor import SMALL_CONSTANT, Tensor, as_tensor, build_error, constant, node
 
 
 class Kind(Enum):
     ELEMENTWISE = auto()  # fusible; ``loop`` is a scalar expression template over {0}, {1}...
-    REDUCE = auto()       # fusible as a loop tail; ``loop`` combines accumulator {0} and {1}
-    MOVEMENT = auto()     # an index map: reshape, transpose, slice, broadcast, gather
-    OPAQUE = auto()       # a fusion barrier with a hand-written kernel (matmul)
+    REDUCE = auto()       # fusible as a loop tail; ``accumulator`` says how
+    MOVEMENT = auto()     # fusible as an index map (``index``): reshape, transpose, slice, take
+    OPAQUE = auto()       # a fusion barrier with its own ``emit`` (matmul, concatenate, cumsum)
     CUSTOM = auto()       # a user's function with its own VJP; inlined before scheduling
+
+
+@dataclass(frozen=True)
+class Accumulator:
+    """How a reduction combines: ``combine`` is a template over the running value ``{0}`` and
+    an element ``{1}``, started at ``init``. ``wide``: float32 accumulates in float64 (a sum of
+    10M float32 elements keeps float32 accuracy); ``blocked``: it then adds blocks of elements
+    in float32 (full-width vectors) and only the blocks in float64. ``identity``: one element
+    reduces to itself (a rewrite drops reductions over size-1 axes), false for counts."""
+    combine: str
+    init: float
+    wide: bool = False
+    blocked: bool = False
+    identity: bool = True
 
 
 @dataclass(frozen=True)
@@ -37,10 +54,34 @@ class OpDef:
     dtype: Callable[..., np.dtype]     # (input dtypes, **attrs) -> output dtype
     numpy: Callable[..., np.ndarray]   # (*input arrays, **attrs) -> output array
     vjp: Callable | None = None        # (g, y, *inputs, **attrs) -> one Tensor|None per input
-    loop: str | Callable | None = None  # code template; a callable gets the output dtype
+    # ELEMENTWISE: a scalar template over the operands' code; a callable gets (node, dim), dim
+    # rendering a size as code, and returns the template
+    loop: str | Callable | None = None
     keeps_weak: bool = True            # all-weak inputs give a weak result (NumPy 2 scalars)
     domain: tuple = (-2.0, 2.0)        # where tests sample inputs (inside the op's domain)
-    init: float | None = None          # REDUCE only: the accumulator's starting value
+    accumulator: Accumulator | None = None   # REDUCE
+    # ELEMENTWISE and MOVEMENT: (node, index) -> the index each input is read at when the node
+    # is read at ``index`` (see ``staticgrad.index``); elementwise ops broadcast
+    index: Callable | None = None
+    broadcasts: bool = False           # inputs broadcast to the output (sizes unify)
+    reads_data: bool = True            # False: only the inputs' shapes are read (numel)
+    view: Callable | None = None       # (node) -> True: read through a view of its stored input
+    stores: Callable | None = None     # (node) -> inputs that need a buffer of their own
+    checks: Callable | None = None     # (node) -> [(index tensor, axis size)] bounds-checked
+    # OPAQUE: (node, code) -> lines of generated code (``code`` names arrays and sizes)
+    emit: Callable | None = None
+    cost: Callable | None = None       # (node, count) -> {"flops": n, "gemm": n}; count(dims)
+
+    def flops(self, node, count) -> dict:
+        """Estimated work of ``node``: one flop per element of an elementwise op or of a
+        reduction's input, unless ``cost`` says otherwise."""
+        if self.cost is not None:
+            return self.cost(node, count)
+        if self.kind is Kind.ELEMENTWISE:
+            return {"flops": count(node.dims), "gemm": 0}
+        if self.kind is Kind.REDUCE:
+            return {"flops": count(node.inputs[0].dims), "gemm": 0}
+        return {"flops": 0, "gemm": 0}
 
 
 REGISTRY: dict[str, OpDef] = {}
@@ -93,6 +134,11 @@ def elementwise_shape(shapes, **_):
     return sh.broadcast_shapes(*shapes)
 
 
+def broadcast_index(node: Tensor, index: tuple) -> list:
+    """An elementwise op reads each input at the output's index, broadcast."""
+    return [aligned(index, node.dims, x.dims) for x in node.inputs]
+
+
 def ufunc_rule(ufunc: np.ufunc) -> Callable:
     return lambda dtypes, **_: dt.ufunc_dtype(ufunc, dtypes)
 
@@ -105,18 +151,19 @@ def float_rule(dtypes, **_):
 def unary(name: str, numpy: Callable, loop, vjp=None, dtype=None, domain=(-2.0, 2.0)):
     register(OpDef(name, Kind.ELEMENTWISE, elementwise_shape,
                    dtype or (ufunc_rule(numpy) if isinstance(numpy, np.ufunc) else float_rule),
-                   numpy, vjp, loop, domain=domain))
+                   numpy, vjp, loop, domain=domain, index=broadcast_index, broadcasts=True))
     return lambda x: apply(name, [as_tensor(x)])
 
 
 def binary(name: str, numpy: Callable, loop, vjp=None, dtype=None, domain=(-2.0, 2.0),
            keeps_weak=True):
     register(OpDef(name, Kind.ELEMENTWISE, elementwise_shape, dtype or ufunc_rule(numpy),
-                   numpy, vjp, loop, keeps_weak=keeps_weak, domain=domain))
+                   numpy, vjp, loop, keeps_weak=keeps_weak, domain=domain, index=broadcast_index,
+                   broadcasts=True))
     return lambda a, b: apply(name, promote(a, b))
 
 
-def reduction(name: str, numpy: Callable, loop, init, vjp=None, dtype=None):
+def reduction(name: str, numpy: Callable, accumulator: Accumulator, vjp=None, dtype=None):
     """A reduction over ``axis`` (None: all) with NumPy's ``keepdims``."""
     def shape(shapes, axes, keepdims):
         (x,) = shapes
@@ -126,7 +173,7 @@ def reduction(name: str, numpy: Callable, loop, init, vjp=None, dtype=None):
 
     register(OpDef(name, Kind.REDUCE, shape, dtype or (lambda dtypes, **_: dtypes[0]),
                    lambda x, axes, keepdims: numpy(x, axis=axes, keepdims=keepdims),
-                   vjp, loop, keeps_weak=False, init=init))
+                   vjp, keeps_weak=False, accumulator=accumulator))
 
     def reduce(x, axis=None, keepdims=False) -> Tensor:
         x = as_tensor(x)
@@ -178,11 +225,13 @@ def cast_vjp(g, y, x, to):
 
 register(OpDef("cast", Kind.ELEMENTWISE, elementwise_shape, lambda dtypes, to: to,
                lambda x, to: np.asarray(x).astype(to), cast_vjp,
-               loop=lambda dtype: f"np.{dtype.name}({{0}})", keeps_weak=False))
+               loop=lambda node, dim: f"np.{node.dtype.name}({{0}})", keeps_weak=False,
+               index=broadcast_index, broadcasts=True))
 
 from .composite import *  # noqa: E402,F401,F403
 from .custom import *  # noqa: E402,F401,F403
 from .elementwise import *  # noqa: E402,F401,F403
+from .indexing import *  # noqa: E402,F401,F403
 from .linalg import *  # noqa: E402,F401,F403
 from .movement import *  # noqa: E402,F401,F403
 from .operators import install  # noqa: E402

@@ -11,11 +11,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Tensor, as_tensor
-from . import Kind, OpDef, apply, binary, elementwise_shape, promote, register, unary
+from . import (
+    Kind,
+    OpDef,
+    apply,
+    binary,
+    broadcast_index,
+    elementwise_shape,
+    promote,
+    register,
+    unary,
+)
 
 __all__ = ["add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "negative",
            "exp", "log", "log1p", "expm1", "sqrt", "abs", "sign", "sin", "cos", "tan", "tanh",
-           "sigmoid", "relu", "stop_gradient", "less", "less_equal", "greater",
+           "sigmoid", "relu", "logaddexp", "stop_gradient", "less", "less_equal", "greater",
            "greater_equal", "equal", "not_equal", "logical_and", "logical_or", "logical_not",
            "isfinite", "where"]
 
@@ -49,6 +59,12 @@ maximum = binary("maximum", np.maximum, MAX,
                  lambda g, y, a, b: [split_ties(g, a > b, a == b), split_ties(g, b > a, a == b)])
 minimum = binary("minimum", np.minimum, MIN,
                  lambda g, y, a, b: [split_ties(g, a < b, a == b), split_ties(g, b < a, a == b)])
+
+# log(exp(a) + exp(b)) without overflow; equal operands (infinities too) take log1p(1)
+logaddexp = binary("logaddexp", np.logaddexp,
+                   "(" + MAX + " + mathlib.log1p(mathlib.exp(-abs({0} - {1}) if {0} != {1} "
+                   "else {t}(0))))",
+                   lambda g, y, a, b: [g * exp(a - y), g * exp(b - y)])
 
 negative = unary("neg", np.negative, "(-{0})", lambda g, y, x: [-g])
 exp = unary("exp", np.exp, "mathlib.exp({0})", lambda g, y, x: [g * y])
@@ -86,7 +102,7 @@ logical_or = binary("logical_or", np.logical_or, "({0} or {1})", keeps_weak=Fals
 register(OpDef("where", Kind.ELEMENTWISE, elementwise_shape,
                lambda dtypes: np.result_type(dtypes[1], dtypes[2]), np.where,
                lambda g, y, c, a, b: [None, where(c, g, 0), where(c, 0, g)],
-               "({1} if {0} else {2})"))
+               "({1} if {0} else {2})", index=broadcast_index, broadcasts=True))
 
 
 def where(condition, x, y) -> Tensor:

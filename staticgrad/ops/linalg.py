@@ -30,10 +30,44 @@ def last_two_swapped(x: Tensor) -> Tensor:
     return swapaxes(x, -1, -2)
 
 
+def swaps_last_two(x: Tensor) -> bool:
+    """BLAS reads an operand with its last two axes swapped as a flag, not a copy."""
+    if x.op != "transpose" or x.inputs[0].leaf == "constant":
+        return False
+    axes = dict(x.attrs)["axes"]
+    n = len(axes)
+    return n >= 2 and axes == tuple(range(n - 2)) + (n - 1, n - 2)
+
+
+def matmul_operand(x: Tensor, code) -> str:
+    if swaps_last_two(x):
+        base = code.array(x.inputs[0])
+        return f"{base}.T" if x.ndim == 2 else f"np.swapaxes({base}, -1, -2)"
+    return code.array(x)
+
+
+def matmul_emit(node: Tensor, code) -> list:
+    a, b = (matmul_operand(x, code) for x in node.inputs)
+    out = code.array(node)
+    q, k = code.fresh("q"), code.fresh("k")
+    if node.dtype.kind != "f":   # BLAS has no integer product
+        return [f"{out}[...] = 0",
+                f"for {q} in np.ndindex({out}.shape):",
+                f"    for {k} in range({a}.shape[-1]):",
+                f"        {out}[{q}] += {a}[{q}[:-1] + ({k},)] * {b}[{q}[:-2] + ({k}, {q}[-1])]"]
+    if node.ndim == 2:
+        return [f"np.dot({a}, {b}, {out})"]
+    return [f"for {q} in np.ndindex({out}.shape[:-2]):",
+            f"    np.dot({a}[{q}], {b}[{q}], {out}[{q}])"]
+
+
 defop("matmul", Kind.OPAQUE, matmul_shape, lambda dtypes: dt.ufunc_dtype(np.matmul, dtypes),
       np.matmul,
       lambda g, y, a, b: [matmul(g, last_two_swapped(b)), matmul(last_two_swapped(a), g)],
-      loop="np.dot({0}, {1})")
+      emit=matmul_emit,
+      stores=lambda node: [x.inputs[0] if swaps_last_two(x) else x for x in node.inputs],
+      cost=lambda node, count: {"flops": 0, "gemm": 2 * count(node.dims)
+                                * count(node.inputs[0].dims[-1:])})
 
 
 def matmul(a, b) -> Tensor:

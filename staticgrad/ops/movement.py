@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import shapes as sh
+from ..index import ZERO
 from ..tensor import Tensor, as_tensor, build_error, constant
-from . import Kind, apply, defop, promote, same_dtype
-from .elementwise import logical_or, where
+from . import Kind, apply, broadcast_index, defop, promote, same_dtype
 
 __all__ = ["reshape", "transpose", "broadcast_to", "expand_dims", "squeeze", "swapaxes",
-           "concatenate", "take", "getitem", "numel"]
+           "flip", "concatenate", "numel"]
 
 
 # -- reshape -------------------------------------------------------------------------------
@@ -29,8 +29,23 @@ def reshape_shape(shapes, shape):
     return shape
 
 
+def drops_or_adds_ones(node: Tensor) -> bool:
+    """A reshape that only adds or drops size-1 axes is an index map; any other is read
+    through a ``.reshape`` view of its input's (contiguous, stored) buffer."""
+    (x,) = node.inputs
+    return [d for d in x.dims if d != 1] == [d for d in node.dims if d != 1]
+
+
+def reshape_index(node: Tensor, index: tuple) -> list:
+    (x,) = node.inputs
+    kept = iter(e for e, d in zip(index, node.dims) if d != 1)
+    return [tuple(ZERO if d == 1 else next(kept) for d in x.dims)]
+
+
 defop("reshape", Kind.MOVEMENT, reshape_shape, same_dtype,
-      lambda x, shape: np.reshape(x, shape), lambda g, y, x, shape: [reshape(g, x.dims)])
+      lambda x, shape: np.reshape(x, shape), lambda g, y, x, shape: [reshape(g, x.dims)],
+      index=reshape_index, view=lambda node: not drops_or_adds_ones(node),
+      stores=lambda node: [] if drops_or_adds_ones(node) else [node.inputs[0]])
 
 
 def reshape(x, shape) -> Tensor:
@@ -97,9 +112,17 @@ def transpose_shape(shapes, axes):
     return tuple(x[a] for a in axes)
 
 
+def transpose_index(node: Tensor, index: tuple) -> list:
+    out = [None] * node.ndim
+    for k, a in enumerate(dict(node.attrs)["axes"]):
+        out[a] = index[k]
+    return [tuple(out)]
+
+
 defop("transpose", Kind.MOVEMENT, transpose_shape, same_dtype,
       lambda x, axes: np.transpose(x, axes),
-      lambda g, y, x, axes: [transpose(g, tuple(int(a) for a in np.argsort(axes)))])
+      lambda g, y, x, axes: [transpose(g, tuple(int(a) for a in np.argsort(axes)))],
+      index=transpose_index)
 
 
 def transpose(x, axes=None) -> Tensor:
@@ -136,7 +159,8 @@ def broadcast_to_shape(shapes, shape):
 
 # the gradient is ``g`` itself: autodiff sums it back over the broadcast axes
 defop("broadcast_to", Kind.MOVEMENT, broadcast_to_shape, same_dtype,
-      lambda x, shape: np.broadcast_to(x, shape), lambda g, y, x, shape: [g])
+      lambda x, shape: np.broadcast_to(x, shape), lambda g, y, x, shape: [g],
+      index=broadcast_index, broadcasts=True)
 
 
 def broadcast_to(x, shape) -> Tensor:
@@ -171,11 +195,38 @@ def unslice_reference(g, index, shape):
     return out
 
 
+def slice_index(node: Tensor, index: tuple) -> list:
+    """Element ``e`` of a slice is element ``start + step * e`` of its input."""
+    (x,) = node.inputs
+    out = []
+    for e, dim, (start, _, step) in zip(index, x.dims, dict(node.attrs)["index"]):
+        if start is None:
+            start = 0 if step > 0 else dim - 1
+        elif sh.is_static(start) and start < 0:
+            start = dim + start
+        out.append(e.scaled(step).shifted(start))
+    return [tuple(out)]
+
+
+def slice_text(index: tuple, code) -> str:
+    def part(v):
+        return "" if v is None else code.dim(v)
+    return ", ".join(f"{part(s[0])}:{part(s[1])}:{s[2]}" for s in index) or "..."
+
+
+def unslice_emit(node: Tensor, code) -> list:
+    out = code.array(node)
+    return [f"{out}[...] = 0",
+            f"{out}[{slice_text(dict(node.attrs)['index'], code)}] = "
+            f"{code.array(node.inputs[0])}"]
+
+
 defop("slice", Kind.MOVEMENT, slice_shape, same_dtype,
       lambda x, index: x[as_slices(index)],
-      lambda g, y, x, index: [apply("unslice", [g], index=index, shape=x.dims)])
-defop("unslice", Kind.MOVEMENT, unslice_shape, same_dtype, unslice_reference,
-      lambda g, y, x, index, shape: [slice_(g, index)])
+      lambda g, y, x, index: [apply("unslice", [g], index=index, shape=x.dims)],
+      index=slice_index)
+defop("unslice", Kind.OPAQUE, unslice_shape, same_dtype, unslice_reference,
+      lambda g, y, x, index, shape: [slice_(g, index)], emit=unslice_emit)
 
 
 def slice_(x: Tensor, index: tuple) -> Tensor:
@@ -198,91 +249,34 @@ def canonical_slice(dim, s) -> tuple:
     return (start, stop, step)
 
 
-# -- indexing ------------------------------------------------------------------------------
-def getitem(x, index) -> Tensor:
-    """NumPy indexing: ints, slices, ``None``, ``...`` and integer arrays (a gather).
+# -- flip ----------------------------------------------------------------------------------
+def flip_index(node: Tensor, index: tuple) -> list:
+    """Element ``e`` of a flipped axis of size ``n`` is element ``n - 1 - e``."""
+    axes = dict(node.attrs)["axes"]
+    return [tuple(e.scaled(-1).shifted(d - 1) if a in axes else e
+                  for a, (e, d) in enumerate(zip(index, node.dims)))]
+
+
+defop("flip", Kind.MOVEMENT, lambda shapes, axes: shapes[0], same_dtype,
+      lambda x, axes: np.flip(x, axes), lambda g, y, x, axes: [flip(g, axes)],
+      index=flip_index)
+
+
+def flip(x, axis=None) -> Tensor:
+    """``x`` with the order of elements reversed along ``axis`` (all axes if None), as
+    ``np.flip``.
 
     >>> import staticgrad as sg
-    >>> x = sg.placeholder((4, 5), name="x")
-    >>> x[1:, None, -1].shape
-    (3, 1)
+    >>> sg.flip(sg.placeholder((None, 3)), axis=1).shape
+    (None, 3)
     """
     x = as_tensor(x)
     try:
-        return index_tensor(x, index if isinstance(index, tuple) else (index,))
-    except (ValueError, TypeError, IndexError) as err:
-        raise build_error(err, "getitem", [x]) from None
-
-
-def is_array_index(item) -> bool:
-    return isinstance(item, (Tensor, np.ndarray, list))
-
-
-def index_tensor(x: Tensor, index: tuple) -> Tensor:
-    used = sum(1 for i in index if i is not None and i is not Ellipsis)
-    if sum(1 for i in index if i is Ellipsis) > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    if used > x.ndim:
-        raise IndexError(f"too many indices: {used} for {x.ndim} dimensions")
-    if Ellipsis in [i for i in index if not is_array_index(i)]:
-        at = next(k for k, i in enumerate(index) if i is Ellipsis)
-        index = index[:at] + (slice(None),) * (x.ndim - used) + index[at + 1:]
-    else:
-        index = index + (slice(None),) * (x.ndim - used)
-
-    slices, dims, arrays, axis = [], [], [], 0
-    for item in index:
-        if item is None:
-            dims.append(1)
-            continue
-        size = x.dims[axis]
-        if is_array_index(item):
-            slices.append((None, None, 1))
-            arrays.append((len(dims), as_tensor(np.asarray(item)) if isinstance(item, list)
-                           else as_tensor(item)))
-            dims.append(size)
-        elif isinstance(item, slice):
-            s = canonical_slice(size, (item.start, item.stop, item.step))
-            slices.append(s)
-            dims.append(sh.slice_length(size, *s))
-        elif isinstance(item, (int, np.integer)):
-            i = int(item)
-            if sh.is_static(size) and not -size <= i < size:
-                raise IndexError(f"index {i} is out of bounds for axis {axis} with size {size}")
-            if sh.is_static(size) and i < 0:
-                i += size
-            slices.append((i, i + 1 if i != -1 else None, 1))
-        else:
-            raise TypeError(f"unsupported index {item!r}: use ints, slices, None, ... or "
-                            f"integer arrays")
-        axis += 1
-    out = reshape(slice_(x, tuple(slices)), tuple(dims))
-    return gather(out, arrays) if arrays else out
-
-
-def gather(x: Tensor, arrays: list) -> Tensor:
-    """Advanced indexing by integer arrays on adjacent axes: one ``take`` on merged axes."""
-    axes = [a for a, _ in arrays]
-    if axes != list(range(axes[0], axes[0] + len(axes))):
-        raise IndexError("integer-array indices must be on adjacent axes")
-    first, last = axes[0], axes[-1] + 1
-    for _, idx in arrays:
-        if idx.dtype.kind not in "iu":
-            raise IndexError(f"arrays used as indices must be of integer type, not {idx.dtype}")
-    if len(arrays) == 1:   # take itself wraps negative indices and checks the bounds
-        return take(x, arrays[0][1], axis=first)
-    flat = outside = None
-    for a, idx in arrays:
-        n = numel(x, (a,), idx.dtype)
-        bad = logical_or(idx < -n, idx >= n)
-        outside = bad if outside is None else logical_or(outside, bad)
-        idx = idx + n * (idx < 0)  # NumPy's negative indices
-        flat = idx if flat is None else flat * n + idx
-    merged = x.dims[:first] + (sh.size(x.dims[first:last]),) + x.dims[last:]
-    # an index outside its own axis may still land inside the merged one: send it past the end,
-    # where take's bounds check catches it
-    flat = where(outside, numel(x, tuple(range(first, last)), flat.dtype), flat)
-    return take(reshape(x, merged), flat, axis=first)
+        axes = sh.normalize_axes(axis, x.ndim)
+    except ValueError as err:
+        raise build_error(err, "flip", [x]) from None
+    axes = tuple(a for a in axes if x.dims[a] != 1)
+    return apply("flip", [x], axes=axes) if axes else x
 
 
 # -- concatenate ---------------------------------------------------------------------------
@@ -307,9 +301,22 @@ def concatenate_vjp(g, y, *xs, axis):
     return grads
 
 
-defop("concatenate", Kind.MOVEMENT, concatenate_shape,
+def concatenate_emit(node: Tensor, code) -> list:
+    axis = dict(node.attrs)["axis"]
+    out, lines, start = code.array(node), [], 0
+    for x in node.inputs:
+        stop = start + x.dims[axis]
+        where_ = [":"] * node.ndim
+        where_[axis] = f"{code.dim(start)}:{code.dim(stop)}"
+        lines.append(f"{out}[{', '.join(where_)}] = {code.array(x)}")
+        start = stop
+    return lines
+
+
+defop("concatenate", Kind.OPAQUE, concatenate_shape,
       lambda dtypes, axis: np.result_type(*dtypes),
-      lambda *xs, axis: np.concatenate(xs, axis=axis), concatenate_vjp)
+      lambda *xs, axis: np.concatenate(xs, axis=axis), concatenate_vjp,
+      emit=concatenate_emit)
 
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
@@ -331,58 +338,17 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
     return apply("concatenate", xs, axis=axis)
 
 
-# -- take and its adjoint ------------------------------------------------------------------
-def take_shape(shapes, axis):
-    a, idx = shapes
-    return a[:axis] + tuple(idx) + a[axis + 1:]
-
-
-def take_dtype(dtypes, axis):
-    if dtypes[1].kind not in "iu":
-        raise TypeError(f"indices must be integers, not {dtypes[1]}")
-    return dtypes[0]
-
-
-def untake_shape(shapes, axis, size):
-    g, idx = shapes
-    return g[:axis] + (size,) + g[axis + len(idx):]
-
-
-def untake_reference(g, idx, axis, size):
-    out = np.zeros(g.shape[:axis] + (size,) + g.shape[axis + idx.ndim:], g.dtype)
-    np.add.at(out, (slice(None),) * axis + (idx,), g)
-    return out
-
-
-defop("take", Kind.MOVEMENT, take_shape, take_dtype,
-      lambda a, idx, axis: np.take(a, idx, axis=axis),
-      lambda g, y, a, idx, axis: [apply("untake", [g, idx], axis=axis, size=a.dims[axis]),
-                                  None])
-defop("untake", Kind.OPAQUE, untake_shape, same_dtype, untake_reference,
-      lambda g, y, gy, idx, axis, size: [take(g, idx, axis=axis), None])
-
-
-def take(a, indices, axis=None) -> Tensor:
-    """Elements of ``a`` at integer ``indices`` along ``axis`` (flattened if None), as np.take.
-
-    >>> import numpy as np, staticgrad as sg
-    >>> sg.take(sg.placeholder((5, 3)), np.array([0, 4, 4]), axis=0).shape
-    (3, 3)
-    """
-    a = as_tensor(a)
-    indices = as_tensor(np.asarray(indices) if isinstance(indices, list) else indices)
-    if axis is None:
-        a, axis = reshape(a, -1), 0
-    try:
-        axis = sh.normalize_axis(axis, a.ndim)
-    except ValueError as err:
-        raise build_error(err, "take", [a, indices]) from None
-    return apply("take", [a, indices], axis=axis)
-
-
 # -- numel: a size as a value --------------------------------------------------------------
-defop("numel", Kind.MOVEMENT, lambda shapes, axes, dtype: (), lambda dtypes, axes, dtype: dtype,
-      lambda x, axes, dtype: np.asarray(np.prod([x.shape[a] for a in axes]), dtype=dtype))
+def numel_code(node: Tensor, dim) -> str:
+    count = " * ".join(dim(node.inputs[0].dims[a]) for a in dict(node.attrs)["axes"]) or "1"
+    return f"np.{node.dtype.name}({count})"
+
+
+# an elementwise op of no operands: a value made of the input's sizes, not its elements
+defop("numel", Kind.ELEMENTWISE, lambda shapes, axes, dtype: (),
+      lambda dtypes, axes, dtype: dtype,
+      lambda x, axes, dtype: np.asarray(np.prod([x.shape[a] for a in axes]), dtype=dtype),
+      loop=numel_code, reads_data=False, index=lambda node, index: [])
 
 
 def numel(x, axes=None, dtype=np.int64) -> Tensor:

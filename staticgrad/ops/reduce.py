@@ -1,17 +1,18 @@
-"""Reductions over axes: sum, max, min, prod. The family supplies axis/keepdims shape rules.
-
-The loop template combines the accumulator ``{0}`` with an element ``{1}``; ``init`` starts it.
+"""Reductions over axes: sum, max, min, prod, count_nonzero. The family supplies the
+axis/keepdims shape rules; each op gives its ``Accumulator`` (how the loop combines).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import accumulated_dtype, cast, reduction
+from .. import shapes as sh
+from ..tensor import Tensor, as_tensor, build_error
+from . import Accumulator, Kind, accumulated_dtype, apply, cast, defop, reduction
 from .elementwise import MAX, MIN, equal, where
-from .movement import broadcast_to, reshape
+from .movement import broadcast_to, flip, reshape
 
-__all__ = ["sum", "max", "min", "prod", "restore_axes"]
+__all__ = ["sum", "max", "min", "prod", "count_nonzero", "cumsum", "restore_axes"]
 
 
 def restore_axes(g, x, axes, keepdims):
@@ -48,9 +49,53 @@ def prod_vjp(g, y, x, axes, keepdims):
     return [restore_axes(g, x, axes, keepdims) * partial]
 
 
-sum = reduction("sum", np.sum, "({0} + {1})", 0,
+sum = reduction("sum", np.sum, Accumulator("({0} + {1})", 0, wide=True, blocked=True),
                 sum_vjp, dtype=lambda dtypes, **_: accumulated_dtype(np.sum, dtypes[0]))
-max = reduction("max", np.max, MAX, -np.inf, extremum_vjp)
-min = reduction("min", np.min, MIN, np.inf, extremum_vjp)
-prod = reduction("prod", np.prod, "({0} * {1})", 1,
+max = reduction("max", np.max, Accumulator(MAX, -np.inf), extremum_vjp)
+min = reduction("min", np.min, Accumulator(MIN, np.inf), extremum_vjp)
+prod = reduction("prod", np.prod, Accumulator("({0} * {1})", 1, wide=True),
                  prod_vjp, dtype=lambda dtypes, **_: accumulated_dtype(np.prod, dtypes[0]))
+count_nonzero = reduction("count_nonzero", np.count_nonzero,
+                          Accumulator("({0} + ({1} != 0))", 0, identity=False),
+                          dtype=lambda dtypes, **_: np.dtype(np.int64))
+
+
+# -- cumsum: a running sum along one axis (a loop carried from element to element, so not
+# fusible into other loops: an opaque op with its own loop) -------------------------------
+def cumsum_emit(node: Tensor, code) -> list:
+    axis = dict(node.attrs)["axis"]
+    out, x = code.array(node), code.array(node.inputs[0])
+    q, j = code.fresh("q"), code.fresh("j")
+    # NumPy's axis moved last: each row is summed in order, the running value in a register
+    outer = f"np.ndindex({out}.shape[:{axis}] + {out}.shape[{axis + 1}:])"
+    at = f"{q}[:{axis}] + ({j},) + {q}[{axis}:]"
+    total = code.fresh("total")
+    return [f"for {q} in {outer}:",
+            f"    {total} = {out}.dtype.type(0)",
+            f"    for {j} in range({out}.shape[{axis}]):",
+            f"        {total} += {x}[{at}]",
+            f"        {out}[{at}] = {total}"]
+
+
+defop("cumsum", Kind.OPAQUE, lambda shapes, axis: shapes[0],
+      lambda dtypes, axis: accumulated_dtype(np.sum, dtypes[0]),
+      lambda x, axis: np.cumsum(x, axis=axis),
+      lambda g, y, x, axis: [cast(flip(cumsum(flip(g, axis), axis), axis), x.dtype)],
+      emit=cumsum_emit, cost=lambda node, count: {"flops": count(node.dims), "gemm": 0})
+
+
+def cumsum(x, axis=None) -> Tensor:
+    """Running sums along ``axis`` (of the flattened ``x`` if None), as ``np.cumsum``.
+
+    >>> import staticgrad as sg
+    >>> sg.cumsum(sg.placeholder((None, 4)), axis=1).shape
+    (None, 4)
+    """
+    x = as_tensor(x)
+    if axis is None:
+        x, axis = reshape(x, -1), 0
+    try:
+        axis = sh.normalize_axis(axis, x.ndim)
+    except ValueError as err:
+        raise build_error(err, "cumsum", [x]) from None
+    return apply("cumsum", [x], axis=axis)

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ... import shapes as sh
+from ...index import Affine, Gather, loop_index
 from ...ops import REGISTRY, Kind
-from ...schedule import Gathered, Kernel, input_indices, is_view, loop_index, reduced_axes
+from ...schedule import Kernel, checks_of, input_indices, is_view, reduced_axes
 from ...tensor import Tensor
 
 PARALLEL_MIN = 1 << 18   # elements below which a loop runs on one thread (thread start-up)
@@ -97,21 +98,14 @@ def ctor(dtype: np.dtype) -> str:
     return "np.bool_" if np.dtype(dtype) == np.bool_ else f"np.{np.dtype(dtype).name}"
 
 
-def depth_of(code: str) -> int:
-    """How many loops a code string depends on: ``t3[i0, i2]`` -> 3."""
-    found = [int(k) for k in re.findall(r"\bi(\d+)\b", code)]
-    return max(found) + 1 if found else 0
-
-
 def accumulator_dtype(node: Tensor) -> np.dtype:
-    # float32 sums accumulate in float64: 10M-element sums keep float32 accuracy
-    if node.op in ("sum", "prod") and node.dtype == np.float32:
+    if REGISTRY[node.op].accumulator.wide and node.dtype == np.float32:
         return np.dtype(np.float64)
     return node.dtype
 
 
 def initial(node: Tensor) -> str:
-    init = REGISTRY[node.op].init
+    init = REGISTRY[node.op].accumulator.init
     dtype = accumulator_dtype(node)
     if dtype.kind in "iu" and np.isinf(init):
         info = np.iinfo(dtype)
@@ -240,9 +234,8 @@ class KernelWriter:
             if REGISTRY[r.op].kind is Kind.REDUCE:
                 self.reduction(r)
             else:
-                index = loop_index(self.rank)
-                code, depth = self.value(r, index, top=True)
-                idx = ", ".join(index) or "()"
+                code, depth = self.value(r, loop_index(self.rank), top=True)
+                idx = ", ".join(f"i{k}" for k in range(self.rank)) or "()"
                 self.nest.emit(self.rank, f"{self.names.array(r)}[{idx}] = {code}")
 
     def fresh(self, prefix: str) -> str:
@@ -261,11 +254,11 @@ class KernelWriter:
             return literal(node.value.reshape(()).item(), node.dtype), 0
         if id(node) in self.registers:
             return self.registers[id(node)]
-        key = (id(node), tuple(e if isinstance(e, str) else id(e) for e in index))
+        key = (id(node), tuple(e if isinstance(e, Affine) else id(e) for e in index))
         if key in self.values:
             return self.values[key]
-        code, depth = self.compute(node, index, top)
-        if not re.fullmatch(r"[\w.]+|np\.\w+\([^()]*\)", code):
+        code, depth, simple = self.compute(node, index, top)
+        if not simple:   # a name or a literal is used as it is; anything else gets a name
             var = self.fresh("v")
             # a 0-d kernel has no loops: everything stays in program order
             self.nest.emit(depth if depth > 0 or self.rank == 0 else -1, f"{var} = {code}")
@@ -274,37 +267,35 @@ class KernelWriter:
         return code, depth
 
     def compute(self, node: Tensor, index: tuple, top: bool) -> tuple:
+        """``(code, depth, simple)``: ``simple`` code is a name or literal, never bound."""
         if node.op is None or is_view(node) or (id(node) in self.roots and not top):
             idx, depth = self.index_code(index)
             name = self.names.view(node) if is_view(node) else self.names.array(node)
-            return f"{name}[{idx}]", depth
-        if node.op == "numel":
-            dims = node.inputs[0].dims
-            count = self.names.size(tuple(dims[a] for a in dict(node.attrs)["axes"]))
-            return f"{ctor(node.dtype)}({count})", 0
+            return f"{name}[{idx}]", depth, False
         opdef = REGISTRY[node.op]
-        operands = input_indices(node, index, self.names.dim)
-        if opdef.kind is not Kind.ELEMENTWISE:
-            return self.value(node.inputs[0], operands[0])
+        operands = input_indices(node, index)
+        if opdef.kind is not Kind.ELEMENTWISE:   # an index map: the input, read elsewhere
+            code, depth = self.value(node.inputs[0], operands[0])
+            return code, depth, True
         args, depth = [], 0
         for x, xi in zip(node.inputs, operands):
             code, d = self.value(x, xi)
             args.append(code)
             depth = max(depth, d)
-        template = opdef.loop(node.dtype) if callable(opdef.loop) else opdef.loop
-        return template.format(*args, t=ctor(node.dtype)), depth
+        template = opdef.loop(node, self.names.dim) if callable(opdef.loop) else opdef.loop
+        return template.format(*args, t=ctor(node.dtype)), depth, not opdef.reads_data
 
     def index_code(self, index: tuple) -> tuple:
         parts, depth = [], 0
         for e in index:
-            if isinstance(e, Gathered):
+            if isinstance(e, Gather):
                 var, d = self.value(e.indices, e.index)
                 size = self.names.dim(e.size)
                 parts.append(f"({var} + {size} if {var} < 0 else {var})")
                 depth = max(depth, d)
             else:
-                parts.append(e)
-                depth = max(depth, depth_of(e))
+                parts.append(e.show(self.names.dim))
+                depth = max(depth, e.depth)
         return (", ".join(parts) if parts else "()"), depth
 
     # reductions ----------------------------------------------------------------------------
@@ -318,7 +309,8 @@ class KernelWriter:
             else [f"i{a}" for a in kept]
         out = self.names.array(node)
         stored = id(node) not in self.local
-        combine = REGISTRY[node.op].loop
+        accumulator = REGISTRY[node.op].accumulator
+        combine = accumulator.combine
         acc_dtype = accumulator_dtype(node)
         value, depth = self.value(node.inputs[0], loop_index(rank))
         raw = value
@@ -333,7 +325,8 @@ class KernelWriter:
             first = len(kept)
             acc = self.fresh("acc")
             nest.emit(first, f"{acc} = {initial(node)}")
-            if node.op == "sum" and node.inputs[0].dtype == np.float32 and acc_dtype != np.float32:
+            if accumulator.blocked and node.inputs[0].dtype == np.float32 \
+                    and acc_dtype != np.float32:
                 block = self.fresh("blk")
                 nest.emit(depth, f"{block} = {literal(0, np.float32)}", block=True)
                 nest.emit(depth, f"{block} = {combine.format(block, raw)}")
@@ -385,72 +378,6 @@ class KernelWriter:
             # rows are independent across chunks: accumulate in the output itself
             nest.before.append(f"{out}[...] = {initial(node)}")
             nest.emit(depth, f"{out}[{idx}] = {combine.format(f'{out}[{idx}]', value)}")
-
-
-# -- opaque kernels --------------------------------------------------------------------------
-def operand(x: Tensor, names: Names) -> str:
-    """A matmul operand: a buffer, or a buffer with its last two axes swapped (no copy)."""
-    if x.op == "transpose":
-        base = names.array(x.inputs[0])
-        return f"{base}.T" if x.ndim == 2 else f"np.swapaxes({base}, -1, -2)"
-    return names.array(x)
-
-
-def matmul_lines(node: Tensor, names: Names) -> list:
-    a, b = (operand(x, names) for x in node.inputs)
-    out = names.array(node)
-    q, k = names.fresh("q"), names.fresh("k")
-    if node.dtype.kind != "f":
-        return [f"{out}[...] = 0",
-                f"for {q} in np.ndindex({out}.shape):",
-                f"    for {k} in range({a}.shape[-1]):",
-                f"        {out}[{q}] += {a}[{q}[:-1] + ({k},)] * {b}[{q}[:-2] + ({k}, {q}[-1])]"]
-    if node.ndim == 2:
-        return [f"np.dot({a}, {b}, {out})"]
-    return [f"for {q} in np.ndindex({out}.shape[:-2]):",
-            f"    np.dot({a}[{q}], {b}[{q}], {out}[{q}])"]
-
-
-def slice_code(index: tuple, names: Names) -> str:
-    def part(v):
-        return "" if v is None else names.dim(v)
-    return ", ".join(f"{part(s[0])}:{part(s[1])}:{s[2]}" for s in index) or "..."
-
-
-def concatenate_lines(node: Tensor, names: Names) -> list:
-    axis = dict(node.attrs)["axis"]
-    out, lines, start = names.array(node), [], 0
-    for x in node.inputs:
-        stop = start + x.dims[axis]
-        where = [":"] * node.ndim
-        where[axis] = f"{names.dim(start)}:{names.dim(stop)}"
-        lines.append(f"{out}[{', '.join(where)}] = {names.array(x)}")
-        start = stop
-    return lines
-
-
-def unslice_lines(node: Tensor, names: Names) -> list:
-    out = names.array(node)
-    return [f"{out}[...] = 0",
-            f"{out}[{slice_code(dict(node.attrs)['index'], names)}] = "
-            f"{names.array(node.inputs[0])}"]
-
-
-def untake_lines(node: Tensor, names: Names) -> list:
-    g, idx = node.inputs
-    axis, size = dict(node.attrs)["axis"], dict(node.attrs)["size"]
-    out, gn, xn = names.array(node), names.array(g), names.array(idx)
-    k = idx.ndim
-    q, j = names.fresh("q"), names.fresh("j")
-    lines = [f"{out}[...] = 0", f"for {q} in np.ndindex({gn}.shape):",
-             f"    {j} = {xn}[{q}[{axis}:{axis + k}]]" if k else f"    {j} = {xn}[()]",
-             f"    {j} = {j} + {names.dim(size)} if {j} < 0 else {j}",
-             f"    {out}[{q}[:{axis}] + ({j},) + {q}[{axis + k}:]] += {gn}[{q}]"]
-    return lines
-
-
-OPAQUE_WRITERS = {"matmul": matmul_lines, "concatenate": concatenate_lines,
-                  "unslice": unslice_lines, "untake": untake_lines}
 
 
 # -- the module ----------------------------------------------------------------------------
@@ -552,17 +479,13 @@ def index_checks(nodes: list, names: Names) -> list:
     them), so a bad index raises, not corrupts."""
     lines = []
     for node in nodes:
-        if node.op not in ("take", "untake"):
-            continue
-        idx = node.inputs[1]
-        size = node.inputs[0].dims[dict(node.attrs)["axis"]] if node.op == "take" \
-            else dict(node.attrs)["size"]
-        where = f"{os.path.basename(node.source[0])}:{node.source[1]}"
-        n, j = names.dim(size), names.fresh("j")
-        lines += [f"for {j} in {names.array(idx)}.ravel():",
-                  f"    if {j} < -{n} or {j} >= {n}:",
-                  f"        raise IndexError('{node.op} at {where}: an index is out of bounds "
-                  f"for an axis of size {sh.show_dim(size)}')"]
+        for idx, size in checks_of(node):
+            where = f"{os.path.basename(node.source[0])}:{node.source[1]}"
+            n, j = names.dim(size), names.fresh("j")
+            lines += [f"for {j} in {names.array(idx)}.ravel():",
+                      f"    if {j} < -{n} or {j} >= {n}:",
+                      f"        raise IndexError('{node.op} at {where}: an index is out of "
+                      f"bounds for an axis of size {sh.show_dim(size)}')"]
     return lines
 
 
@@ -571,7 +494,8 @@ def render_kernel(kernel: Kernel, sched, names: Names, profile: bool) -> tuple:
     members = ", ".join(f"%{names.index[id(n)]} {n.op}" for n in kernel.nodes)
     comment = f"# {kernel.name}: {kernel.kind} over {sh.show(kernel.space)} — {members}"
     if kernel.kind != "loop":
-        body = OPAQUE_WRITERS[kernel.kind](kernel.roots[0], names)
+        root = kernel.roots[0]
+        body = REGISTRY[root.op].emit(root, names)
         if profile:
             text, call = function(kernel.name, comment, body, parallel=False)
             return [text], call, call

@@ -153,11 +153,9 @@ class Program:
         with self.lock:
             if plan.prepared:
                 return
-            flops = [2 * np.prod(plan.shapes[id(k.roots[0])]) * k.roots[0].inputs[0].dims[-1]
-                     for k in self.kernels if k.kind == "matmul"]
-            plan.blas = None if not flops else \
-                blas.threads_for(max(sh.evaluate(f, plan.env) for f in flops),
-                                 numba.get_num_threads())
+            gemm = [k.cost(plan.env)["gemm"] for k in self.kernels if k.kind != "loop"]
+            plan.blas = None if not any(gemm) else \
+                blas.threads_for(max(gemm), numba.get_num_threads())
             plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
             # threads (and so the run_threads entry, compiled on first use) only if a loop is big
             plan.threads = self.threads_entry is not None and any(
