@@ -30,6 +30,7 @@ class Plan:
     env: dict      # call-time size symbol -> int
     shapes: dict   # id(node) -> concrete shape
     prepared: bool = False
+    called: bool = False    # the backend times the first call (compiles happen there)
 
 
 class Function:

@@ -66,14 +66,21 @@ def is_loop_index(index: tuple, rank: int) -> bool:
 
 
 class Gather:
-    """An entry read from ``indices`` (a node) at ``index``; negative values count from
-    ``size``, the length of the gathered axis. Never equal to another entry: two gathers are
-    two reads."""
+    """An entry read from ``indices`` (a node) at ``index``: ``start + step * j`` where ``j``
+    is the value read, negative values counting from ``size`` (the gathered axis' length), so
+    a slice of a gather is a gather. Never equal to another entry: two gathers are two reads."""
 
-    __slots__ = ("indices", "index", "size")
+    __slots__ = ("indices", "index", "size", "step", "start")
 
-    def __init__(self, indices, index: tuple, size):
+    def __init__(self, indices, index: tuple, size, step: int = 1, start=0):
         self.indices, self.index, self.size = indices, tuple(index), size
+        self.step, self.start = step, start
+
+    def shifted(self, by) -> Gather:
+        return Gather(self.indices, self.index, self.size, self.step, self.start + by)
+
+    def scaled(self, by: int) -> Gather:
+        return Gather(self.indices, self.index, self.size, self.step * by, self.start * by)
 
     @property
     def depth(self) -> int:

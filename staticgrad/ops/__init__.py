@@ -38,12 +38,15 @@ class Accumulator:
     an element ``{1}``, started at ``init``. ``wide``: float32 accumulates in float64 (a sum of
     10M float32 elements keeps float32 accuracy); ``blocked``: it then adds blocks of elements
     in float32 (full-width vectors) and only the blocks in float64. ``identity``: one element
-    reduces to itself (a rewrite drops reductions over size-1 axes), false for counts."""
+    reduces to itself (a rewrite drops reductions over size-1 axes), false for counts;
+    ``converts``: elements are converted to the result's dtype before they combine (an int32
+    sum adds int64s), false where ``combine`` reads the element as it is (a count)."""
     combine: str
     init: float
     wide: bool = False
     blocked: bool = False
     identity: bool = True
+    converts: bool = True
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ min = reduction("min", np.min, Accumulator(MIN, np.inf), extremum_vjp)
 prod = reduction("prod", np.prod, Accumulator("({0} * {1})", 1, wide=True),
                  prod_vjp, dtype=lambda dtypes, **_: accumulated_dtype(np.prod, dtypes[0]))
 count_nonzero = reduction("count_nonzero", np.count_nonzero,
-                          Accumulator("({0} + ({1} != 0))", 0, identity=False),
+                          Accumulator("({0} + ({1} != 0))", 0, identity=False,
+                                      converts=False),
                           dtype=lambda dtypes, **_: np.dtype(np.int64))
 
 

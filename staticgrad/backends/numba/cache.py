@@ -12,6 +12,7 @@ import functools
 import glob
 import hashlib
 import importlib
+import importlib.util
 import os
 import pickletools
 import sys
@@ -27,19 +28,21 @@ def cache_dir() -> str:
         os.path.expanduser("~"), ".cache", "staticgrad")
 
 
-def load(source: str):
-    """Import the module for ``source`` from the cache folder, writing it first if needed.
+def load(source: str, prefix: str = "sgk"):
+    """The module for ``source``, from the cache folder (written first if needed).
 
-    The file name is a hash of the text, so an entry is never stale: a different graph, or a
-    different staticgrad/Numba/NumPy, gives a different name. A file whose text does not match
-    (a torn or edited write) is replaced; writes go through a temporary file and an atomic
-    rename, so processes compiling the same graph at once all succeed.
+    The file name is a hash of the text and of the Numba, NumPy, Python and mathlib versions,
+    so an entry is never stale. A file whose text does not match (a torn or edited write) is
+    replaced; writes go through a temporary file and an atomic rename, so processes compiling
+    the same code at once all succeed. The module is imported from its path (not through
+    ``sys.path``), so thousands of kernel files cost no directory scans.
     """
     stamp = f"{numba.__version__}|{np.__version__}|{sys.version_info[:2]}|{mathlib_digest()}"
     digest = hashlib.sha256((stamp + source).encode()).hexdigest()[:24]
-    name = f"staticgrad_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
+    name = f"{prefix}_{digest}"
+    found = sys.modules.get(name)
+    if found is not None:
+        return found
     folder = cache_dir()
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name + ".py")
@@ -49,10 +52,11 @@ def load(source: str):
             f.write(source)
         os.replace(tmp, path)
     drop_broken_numba_cache(folder, name)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    importlib.invalidate_caches()
-    return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # another thread may have loaded it meanwhile: every caller gets the same module
+    return sys.modules.setdefault(name, module)
 
 
 def drop_broken_numba_cache(folder: str, name: str) -> None:
@@ -89,5 +93,8 @@ def matches(path: str, source: str) -> bool:
 @functools.cache
 def mathlib_digest() -> str:
     """Generated modules call ``mathlib``; Numba's cache does not notice when it changes."""
-    with open(os.path.join(os.path.dirname(__file__), "mathlib.py"), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:12]
+    digest = hashlib.sha256()
+    for name in ("mathlib.py", "mathbase.py"):
+        with open(os.path.join(os.path.dirname(__file__), name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:12]

@@ -1,13 +1,14 @@
 """Runtime: the compiled program of one function, its buffers and its calls.
 
-A ``Program`` loads the generated module, lays out memory per shape signature (temporaries
-alive at different times share an arena), and runs the entry point. Each concurrent call takes
-its own ``Workspace``, so calls from several threads never write the same memory.
+A ``Program`` renders each kernel, loads one compiled function per distinct kernel text (from
+the disk cache when it can), and runs them in order from a table: one row per kernel with the
+slots of its array arguments. Memory is laid out per shape signature (temporaries alive at
+different times share an arena); each concurrent call takes its own ``Workspace``, so calls
+from several threads never write the same memory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 import sys
 import threading
@@ -24,24 +25,37 @@ from ...schedule import is_view, schedule
 from ...tensor import Tensor
 from . import blas
 from .cache import load
-from .render import ALIGN, FORMAT, HEADER, PARALLEL_MIN, Names, arena_dtypes, layout, render
+from .render import FORMAT, PARALLEL_MIN, checks, listing, render_kernel
+
+ALIGN = 16   # arena offsets are multiples of 16 elements, so every view is 64-byte aligned
 
 
 class Workspace:
-    """The memory one call writes: the temporaries' arenas (in ``tail``, the arguments of
-    ``run`` after the outputs) and the output arrays of its last call (reused once dropped)."""
+    """The memory one call uses: ``slots`` holds every array a kernel takes (arguments,
+    parameters and outputs are filled per call; constants and the temporaries' views into
+    this workspace's arenas stay), ``last`` the output arrays of its last call."""
 
-    __slots__ = ("tail", "last")
+    __slots__ = ("slots", "last")
 
-    def __init__(self, tail: list, last: list):
-        self.tail, self.last = tail, last
+    def __init__(self, slots: list, last: list):
+        self.slots, self.last = slots, last
+
+
+class Step:
+    """One row of the program: a kernel's compiled function and where its arguments are."""
+
+    __slots__ = ("code", "args", "checks", "serial")
+
+    def __init__(self, code, args: list, checks: list, serial):
+        self.code, self.args, self.checks, self.serial = code, args, checks, serial
 
 
 class Program:
-    """What ``sg.function`` runs for ``backend="numba"``: one generated entry point.
+    """What ``sg.function`` runs for ``backend="numba"``: the kernels, called in order.
 
-    Intermediate buffers are allocated once per shape signature and reused; outputs are fresh
-    arrays every call, so nothing returned is overwritten later.
+    ``stats`` gains ``kernels`` (how many), ``distinct`` (how many different texts), and after
+    the first call ``compiled`` / ``loaded`` (distinct kernels Numba compiled, or loaded from
+    the disk cache) and ``cache`` ("hit" when nothing was compiled, else "miss").
     """
 
     def __init__(self, placeholders: Sequence[Tensor], graph: Graph, stats: dict):
@@ -52,85 +66,47 @@ class Program:
         with timed(seconds, "schedule"):
             sched = schedule(self.targets)
         self.kernels = sched.kernels
-        nodes = self.graph.nodes
-        names = Names(nodes, placeholders)
+        nodes = graph.nodes
         self.params = [n for n in nodes if n.leaf == "parameter"]
-        consts = [n for n in nodes if n.leaf == "constant"]
         stored = [n for n in nodes if id(n) in sched.roots and id(n) not in sched.locals]
         output_ids = {id(t) for t in self.targets}
         self.outputs = [n for n in stored if id(n) in output_ids]
         self.temps = [n for n in stored if id(n) not in output_ids]
-        self.render = lambda profile: render(sched, names, placeholders, self.params, consts,
-                                             self.outputs, self.temps, profile)
         with timed(seconds, "codegen"):
-            source, self.consts = self.render(False)
-            self.source = self.header(source) + source
-        self.sizes = [np.array(list(names.rows), np.int64)] if names.rows else []
+            self.codes = [render_kernel(k, sched.roots, sched.locals) for k in self.kernels]
+        # slots: arguments, parameters, outputs (filled per call), then constants, temporaries
+        fixed = list(placeholders) + self.params + self.outputs
+        self.slot = {id(n): k for k, n in enumerate(fixed)}
+        self.per_call = len(fixed)
+        self.consts = []
+        for code in self.codes:
+            for n in code.arrays + [i for i, _, _ in checks(code.kernel)]:
+                if n.leaf == "constant" and id(n) not in self.slot:
+                    self.slot[id(n)] = len(self.slot)
+                    self.consts.append(n)
+        for t in self.temps:
+            self.slot[id(t)] = len(self.slot)
         with timed(seconds, "import"):
-            self.module = load(self.source)
-        self.entry = self.module.run
-        self.threads_entry = getattr(self.module, "run_threads", None)
-        self.const_arenas = []
-        offsets = layout(self.consts)
-        for dtype in arena_dtypes(self.consts):
-            mine = [(c, o) for c, o in zip(self.consts, offsets) if c.dtype == dtype]
-            arena = np.zeros(max(o + c.value.size for c, o in mine), dtype)
-            for c, o in mine:
-                arena[o:o + c.value.size] = c.value.reshape(-1)
-            self.const_arenas.append(arena)
-        self.temp_dtypes = arena_dtypes(self.temps)
+            self.steps = [Step(code, [self.slot[id(n)] for n in code.arrays],
+                               [(self.slot[id(i)], size, message)
+                                for i, size, message in checks(code.kernel)],
+                               load(code.module(parallel=False)).kernel)
+                          for code in self.codes]
+        self.threaded: dict = {}   # digest -> the kernel built with threads (on first need)
         self.spans = self.lifetimes()
         self.pick = self.picks(placeholders)
         # every result is an output buffer, each once and in order: the usual case
         self.plain = [p[:2] for p in self.pick] == [("out", k) for k in range(len(self.outputs))] \
             and not any(again for _, _, again in self.pick)
-        self.stats["kernels"] = len(self.kernels)
+        header = (f'"""Generated by staticgrad {version()} (format {FORMAT}): '
+                  f'{len(nodes)} nodes, {len(self.kernels)} kernels, '
+                  f'{len({c.digest for c in self.codes})} distinct."""\n'
+                  "import math\n\nimport numba\nimport numpy as np\n\n"
+                  "from staticgrad.backends.numba import mathlib\n")
+        self.source = listing(self.codes, graph.label, list(placeholders), self.targets, header)
+        stats["kernels"] = len(self.kernels)
+        stats["distinct"] = len({c.digest for c in self.codes})
         self.lock = threading.Lock()   # held while a plan's layout is worked out
-
-    def header(self, source: str) -> str:
-        digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-        summary = f"{len(self.graph.nodes)} nodes, {len(self.kernels)} kernels"
-        return HEADER.format(version=version(), format=FORMAT, digest=digest,
-                             summary=summary) + "\n\n"
-
-    def profiled(self):
-        """The same program with every kernel a function of its own (``explain`` times them);
-        compiled on first use, then cached like any module."""
-        if getattr(self, "_profiled", None) is None:
-            source, _ = self.render(True)
-            self._profiled = load(self.header(source) + source)
-        return self._profiled
-
-    def time_kernels(self, arrays: Sequence[np.ndarray], plan, repeat: int) -> dict:
-        """Median seconds of each kernel over ``repeat`` calls, by kernel name: the profiling
-        build's ``run`` (every kernel a function of its own) runs as Python, each kernel it
-        calls wrapped in a timer."""
-        module = self.profiled()
-        namespace = vars(module)
-        spent: dict = {k.name: [] for k in self.kernels}
-        originals = {}
-
-        def timer(name, fn):
-            def call(*a):
-                t0 = time.perf_counter()
-                out = fn(*a)
-                spent[name].append(time.perf_counter() - t0)
-                return out
-            return call
-
-        for kernel in self.kernels:
-            for name in (kernel.name, f"{kernel.name}_serial"):
-                if name in namespace:
-                    originals[name] = namespace[name]
-                    namespace[name] = timer(kernel.name, namespace[name])
-        try:
-            for _ in range(repeat):
-                entry = module.run_threads if plan.threads else module.run
-                self.run(arrays, plan, entry=entry.py_func)
-        finally:
-            namespace.update(originals)
-        return {name: statistics.median(times) if times else 0.0
-                for name, times in spent.items()}
 
     def lifetimes(self) -> list:
         """``(first kernel, last kernel)`` that touch each temporary buffer."""
@@ -146,49 +122,70 @@ class Program:
                     last[id(r.inputs[0])] = k
         return [(first[id(t)], last.get(id(t), first[id(t)])) for t in self.temps]
 
+    def threads_of(self, code):
+        """The threaded build of a kernel, loaded (and so compiled) the first time a call's
+        sizes make it worth it: a parallel loop takes Numba seconds to compile."""
+        found = self.threaded.get(code.digest)
+        if found is None:
+            found = self.threaded[code.digest] = load(code.module(parallel=True)).kernel
+        return found
+
     def prepare(self, plan) -> None:
-        """The memory layout of one shape signature (made once, under the program's lock);
-        temporaries alive at different times share memory. The memory itself is a
-        ``Workspace``: one per concurrent call, so calls from several threads never share it."""
+        """Everything about one shape signature, worked out once under the program's lock:
+        each kernel's sizes and build (serial, or threads for a big loop), the BLAS threads,
+        and the arena layout (temporaries alive at different times share memory)."""
         with self.lock:
             if plan.prepared:
                 return
-            gemm = [k.cost(plan.env)["gemm"] for k in self.kernels if k.kind != "loop"]
+            env = plan.env
+            gemm = [k.cost(env)["gemm"] for k in self.kernels if k.kind != "loop"]
             plan.blas = None if not any(gemm) else \
                 blas.threads_for(max(gemm), numba.get_num_threads())
             plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
-            # threads (and so the run_threads entry, compiled on first use) only if a loop is big
-            plan.threads = self.threads_entry is not None and any(
-                k.kind == "loop" and sh.evaluate(sh.size(k.space), plan.env) >= PARALLEL_MIN
-                for k in self.kernels)
-            plan.nc = numba.get_num_threads() if plan.threads else 1
-            plan.entry = None   # chosen by the first call
-            # temporaries alive at different times share memory: [offset, size, free after]
-            blocks: dict = {d: [] for d in self.temp_dtypes}
-            ends = dict.fromkeys(self.temp_dtypes, 0)
+            threads = numba.get_num_threads()
+            rows = []
+            for step in self.steps:
+                code = step.code
+                ints = [key[1] if isinstance(key, tuple) else env[key] for key in code.sizes]
+                fn = step.serial
+                if code.chunked:
+                    big = threads > 1 and \
+                        sh.evaluate(sh.size(code.kernel.space), env) >= PARALLEL_MIN
+                    fn = self.threads_of(code) if big else step.serial
+                    ints.append(threads if big else 1)
+                bounds = [(slot, int(sh.evaluate(size, env)), message)
+                          for slot, size, message in step.checks]
+                rows.append((fn, step.args, tuple(ints), bounds))
+            plan.rows = rows
+            blocks: dict = {}
+            ends: dict = {}
             offsets = []
             for t, (start, end) in zip(self.temps, self.spans):
                 count = int(np.prod(plan.shapes[id(t)]))
-                free = [b for b in blocks[t.dtype] if b[2] < start and b[1] >= count]
+                mine = blocks.setdefault(t.dtype, [])   # [offset, size, free after]
+                free = [b for b in mine if b[2] < start and b[1] >= count]
                 block = min(free, key=lambda b: b[1]) if free else None
                 if block is None:
                     size = -(-max(count, 1) // ALIGN) * ALIGN
-                    block = [ends[t.dtype], size, end]
-                    blocks[t.dtype].append(block)
-                    ends[t.dtype] += size
+                    block = [ends.get(t.dtype, 0), size, end]
+                    mine.append(block)
+                    ends[t.dtype] = block[0] + size
                 block[2] = end
                 offsets.append(block[0])
             plan.off = np.array(offsets, np.int64)
-            plan.arena_sizes = [max(ends[d], 1) for d in self.temp_dtypes]
+            plan.arena_sizes = ends
             plan.pool = []          # idle workspaces of this plan
             plan.prepared = True    # last: other threads read the fields above once it is set
 
     def workspace(self, plan) -> Workspace:
-        """Fresh memory for one call of ``plan``: its own arenas and output slots."""
-        arenas = [np.empty(n, d) for n, d in zip(plan.arena_sizes, self.temp_dtypes)]
-        # the arguments of run after the outputs: the same arrays on every call with this memory
-        tail = self.const_arenas + arenas + ([plan.off] if self.temps else []) + self.sizes
-        return Workspace(tail, [None] * len(self.outputs))
+        """Fresh memory for calls of ``plan``: its own arenas, with a view per temporary."""
+        arenas = {d: np.empty(n, d) for d, n in plan.arena_sizes.items()}
+        slots = [None] * self.per_call + [c.value for c in self.consts]
+        for t, offset in zip(self.temps, plan.off.tolist()):
+            shape = plan.shapes[id(t)]
+            count = int(np.prod(shape))
+            slots.append(arenas[t.dtype][offset:offset + count].reshape(shape))
+        return Workspace(slots, [None] * len(self.outputs))
 
     def picks(self, placeholders: Sequence[Tensor]) -> list:
         """How to fetch each result: ``("out", k, copy?)``, ``("arg", k)`` or ``("leaf", node)``;
@@ -206,9 +203,8 @@ class Program:
             seen.add(id(t))
         return picks
 
-    def run(self, arrays: Sequence[np.ndarray], plan, entry=None) -> list:
-        """One call on checked arguments; ``entry`` replaces the compiled ``run`` (``explain``
-        passes its Python body, so that each kernel it calls can be timed).
+    def run(self, arrays: Sequence[np.ndarray], plan, spent: dict | None = None) -> list:
+        """One call on checked arguments (``spent``: add each kernel's seconds to it).
 
         Safe from any thread: a call takes an idle workspace of its plan (or makes one), so
         calls running at the same time never write the same memory."""
@@ -219,7 +215,7 @@ class Program:
         except IndexError:
             space = self.workspace(plan)
         try:
-            outs = self.call(arrays, plan, space, entry)
+            outs = self.call(arrays, plan, space, spent)
         finally:
             plan.pool.append(space)
         if self.plain:
@@ -228,8 +224,8 @@ class Program:
                 np.array(arrays[k]) if kind == "arg" else np.array(k.value)
                 for kind, k, again in self.pick]
 
-    def call(self, arrays: Sequence[np.ndarray], plan, space: Workspace, entry) -> list:
-        """Run the entry point with ``space``'s memory; returns the output arrays."""
+    def call(self, arrays: Sequence[np.ndarray], plan, space: Workspace, spent) -> list:
+        """Run every kernel with ``space``'s memory; returns the output arrays."""
         outs = space.last
         for k, (shape, dtype) in enumerate(plan.outputs):
             # The workspace's last array is reused if the caller dropped it (and every view of
@@ -239,37 +235,69 @@ class Program:
             # thread holding the workspace looks, so no other call can take the array meanwhile.
             if outs[k] is None or sys.getrefcount(outs[k]) > 2:
                 outs[k] = np.empty(shape, dtype)
-        if entry is None:
-            entry = plan.entry
-            if entry is None:
-                return self.first_call(arrays, plan, space)
-        if plan.blas is None:
-            entry(*arrays, *[p._value for p in self.params], *outs, *space.tail, plan.nc)
-        else:
-            before = blas.set_threads(plan.blas)
-            try:
-                entry(*arrays, *[p._value for p in self.params], *outs, *space.tail, plan.nc)
-            finally:
-                if before is not None and before != plan.blas:
-                    blas.set_threads(before)
+        slots = space.slots
+        slots[:self.per_call] = [*arrays, *[p._value for p in self.params], *outs]
+        fresh = self.fresh_kernels(plan)
+        clock = time.perf_counter()
+        before = blas.set_threads(plan.blas) if plan.blas is not None else None
+        try:
+            if spent is None:
+                for fn, args, ints, bounds in plan.rows:
+                    if bounds:
+                        check_bounds(slots, bounds)
+                    fn(*[slots[i] for i in args], *ints)
+            else:
+                for step, (fn, args, ints, bounds) in zip(self.steps, plan.rows):
+                    t0 = time.perf_counter()
+                    if bounds:
+                        check_bounds(slots, bounds)
+                    fn(*[slots[i] for i in args], *ints)
+                    spent.setdefault(step.code.kernel.name, []).append(time.perf_counter() - t0)
+        finally:
+            # the workspace must not keep the caller's arrays (or the outputs) alive
+            slots[:self.per_call] = [None] * self.per_call
+            if before is not None and before != plan.blas:
+                blas.set_threads(before)
+        if fresh:
+            self.record_first_call(fresh, time.perf_counter() - clock)
         return list(outs)
 
-    def first_call(self, arrays, plan, space: Workspace) -> list:
-        """The first call of a plan picks its entry point. The first call of an entry point
-        has Numba compile it or load it from its disk cache: ``stats`` records which, and how
-        long that took (in ``seconds``, "first call")."""
-        entry = self.threads_entry if plan.threads else self.entry
-        fresh = not entry.signatures
-        threads = "" if entry is self.entry else " with threads"
-        took: dict = {}
-        with timed(took, "first call" + threads):
-            results = self.call(arrays, plan, space, entry)
-        if fresh:
-            self.stats["seconds"].update(took)
-            self.stats["cache" + threads] = \
-                "hit" if sum(entry.stats.cache_hits.values()) else "miss"
-        plan.entry = entry
-        return results
+    def fresh_kernels(self, plan) -> dict:
+        """On a plan's first call: the kernels not yet compiled or loaded in this process,
+        with their cache-miss counts (Numba compiles or loads each on its first call)."""
+        if plan.called:
+            return {}
+        plan.called = True
+        fns = {id(fn): fn for fn, _, _, _ in plan.rows if not fn.signatures}
+        return {k: (fn, sum(fn.stats.cache_misses.values())) for k, fn in fns.items()}
+
+    def record_first_call(self, fresh: dict, seconds: float) -> None:
+        """``stats``: how many distinct kernels were compiled and how many loaded from the
+        disk cache, and how long that first call took."""
+        compiled = sum(1 for fn, misses in fresh.values()
+                       if sum(fn.stats.cache_misses.values()) > misses)
+        stats = self.stats
+        stats["compiled"] = stats.get("compiled", 0) + compiled
+        stats["loaded"] = stats.get("loaded", 0) + len(fresh) - compiled
+        stats["cache"] = "miss" if stats["compiled"] else "hit"
+        stats["seconds"]["first call"] = stats["seconds"].get("first call", 0.0) + seconds
+
+    def time_kernels(self, arrays: Sequence[np.ndarray], plan, repeat: int) -> dict:
+        """Median seconds of each kernel over ``repeat`` calls, by kernel name: the same
+        compiled kernels, each call timed from Python."""
+        spent: dict = {}
+        for _ in range(repeat):
+            self.run(arrays, plan, spent)
+        return {k.name: statistics.median(spent[k.name]) if spent.get(k.name) else 0.0
+                for k in self.kernels}
+
+
+def check_bounds(slots: list, bounds: list) -> None:
+    """Indices in ``[-size, size)`` or an ``IndexError`` naming the op and the user's line."""
+    for slot, size, message in bounds:
+        idx = slots[slot]
+        if idx.size and (idx.min() < -size or idx.max() >= size):
+            raise IndexError(message)
 
 
 def version() -> str:

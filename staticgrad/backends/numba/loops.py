@@ -1,0 +1,328 @@
+"""Loop nests: one fused kernel written as Numba loops, from the schedule's data.
+
+``KernelWriter`` walks a kernel's roots: each value is computed inline at the shallowest loop
+depth its index allows and named once per (node, index); reductions accumulate in registers
+(or per-chunk partials) as their ``Accumulator`` says. ``Nest`` places the statements in a
+chunked loop nest whose outer loop is ``numba.prange(nc)``: compiled without ``parallel`` it is
+a plain loop run once (``nc = 1``), so one body serves the serial and the threaded kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import shapes as sh
+from ...index import Affine, Gather, loop_index
+from ...ops import REGISTRY, Kind
+from ...schedule import Kernel, input_indices, is_view, reduced_axes
+from ...tensor import Tensor
+
+BLOCK = 1024             # a float32 sum adds this many elements in float32, then in float64
+# A row loop of a fixed length in this range gets its length at run time (a size argument):
+# given a literal, LLVM unrolls it completely and then cannot vectorize a body as large as
+# exp's (a softmax over 10 classes ran 2x slower)
+OPAQUE_ROWS = range(8, 129)
+
+
+def literal(value, dtype: np.dtype) -> str:
+    """A scalar constant typed for generated code, so float32 loops stay float32."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return "True" if value else "False"
+    if dtype.kind == "f":
+        v = float(value)
+        # the shortest text that gives the same value in this dtype: 1e-06, not 9.99...e-07
+        text = "np.nan" if np.isnan(v) else ("np.inf" if v == np.inf else
+                                             "-np.inf" if v == -np.inf else
+                                             repr(float(str(dtype.type(v)))))
+        return f"np.{dtype.name}({text})"
+    return f"np.{dtype.name}({int(value)})"
+
+
+def ctor(dtype: np.dtype) -> str:
+    return "np.bool_" if np.dtype(dtype) == np.bool_ else f"np.{np.dtype(dtype).name}"
+
+
+def accumulator_dtype(node: Tensor) -> np.dtype:
+    if REGISTRY[node.op].accumulator.wide and node.dtype == np.float32:
+        return np.dtype(np.float64)
+    return node.dtype
+
+
+def initial(node: Tensor) -> str:
+    init = REGISTRY[node.op].accumulator.init
+    dtype = accumulator_dtype(node)
+    if dtype.kind in "iu" and np.isinf(init):
+        info = np.iinfo(dtype)
+        init = info.min if init < 0 else info.max
+    if dtype == np.bool_:
+        return "False" if init in (0, -np.inf) else "True"
+    return literal(init, dtype)
+
+
+# -- loop kernels --------------------------------------------------------------------------
+class Nest:
+    """One chunked loop nest. ``pre[d]`` runs inside loops ``0..d-1`` before loop ``d`` opens
+    and ``post[d]`` after it closes. Depths below ``split`` are shared by all passes; from
+    ``split`` down each pass has its own loops, run one after another over the same row.
+
+    Lines emitted with ``block=True`` make the innermost loop run in blocks of ``BLOCK``
+    elements, the lines running before and after each block: a float32 sum then adds a block
+    in float32 (full-width vectors) and the blocks in float64 (accuracy)."""
+
+    def __init__(self, writer: KernelWriter, split: int, passes: int):
+        self.writer, self.split, self.rank = writer, split, writer.rank
+
+        def table() -> dict:
+            return {**{d: [] for d in range(self.rank + 1)}, "block": []}
+
+        self.shared = [table(), table()]
+        self.own = [[table(), table()] for _ in range(passes)]
+        self.before: list = []   # before the chunk loop
+        self.after: list = []    # after it
+        self.current = 0
+
+    def emit(self, depth: int, line: str, post: bool = False, block: bool = False) -> None:
+        if depth < 0:   # loop-invariant values go before the loops (Numba's parallel
+            self.before.append(line)   # lowering cannot index a 0-d array inside them)
+            return
+        if block:
+            depth = self.rank - 1
+        side = 1 if post else 0
+        table = self.shared[side] if depth < self.split else self.own[self.current][side]
+        table["block" if block else depth].append(line)
+
+    def lines(self) -> list:
+        out = list(self.before)
+        if self.rank == 0:
+            for p in range(len(self.own)):
+                out += self.own[p][0][0] + self.own[p][1][0]
+            return out + self.after
+        n0 = self.writer.names.dim(self.writer.space[0])
+        if not self.writer.chunked:   # too small for threads: one pass over the whole range
+            return out + [f"lo, hi = np.uint64(0), np.uint64({n0})"] + self.level(0) + self.after
+        # the threads split axis 0 into nc chunks (nc = 1 without threads). Unsigned bounds:
+        # LLVM then knows the indices are not negative, drops Numba's wraparound select and
+        # loads consecutive vectors
+        out += ["for c in numba.prange(nc):",
+                f"    lo = np.uint64(c * {n0} // nc)",
+                f"    hi = np.uint64((c + 1) * {n0} // nc)"]
+        out += indent(self.level(0), 1)
+        return out + self.after
+
+    def level(self, d: int) -> list:
+        if d >= self.split:
+            out = []
+            for p in range(len(self.own)):
+                out += self.own_level(p, d)
+            return out
+        return (self.shared[0][d] + self.loop(d, self.level(d + 1), self.shared)
+                + self.shared[1][d])
+
+    def own_level(self, p: int, d: int) -> list:
+        pre, post = self.own[p][0][d], self.own[p][1][d]
+        inner = self.loop(d, self.own_level(p, d + 1), self.own[p]) if d < self.rank else []
+        return pre + inner + post
+
+    def loop(self, d: int, body: list, section: list) -> list:
+        if d >= self.rank or not body:
+            return []
+        lo, hi = ("lo", "hi") if d == 0 else ("0", self.writer.names.dim(self.writer.space[d]))
+        head, tail = (section[0]["block"], section[1]["block"]) if d == self.rank - 1 \
+            else ([], [])
+        extent = self.writer.space[d]
+        if d > 0 and d == self.rank - 1 and sh.is_static(extent) and extent in OPAQUE_ROWS:
+            hi = self.writer.names.row(extent)
+        if not head and not tail or d > 0 and sh.is_static(extent) and extent <= BLOCK:
+            bounds = "lo, hi" if d == 0 else hi   # (a short row is one block)
+            return head + [f"for i{d} in range({bounds}):"] + indent(body, 1) + tail
+        step = f"np.uint64({BLOCK})" if d == 0 else str(BLOCK)   # unsigned with unsigned
+        inner = [f"for i{d} in range(b{d}, min(b{d} + {step}, {hi})):"] + indent(body, 1)
+        return [f"for b{d} in range({lo}, {hi}, {BLOCK}):"] + indent(head + inner + tail, 1)
+
+
+def indent(lines: list, levels: int) -> list:
+    return ["    " * levels + line for line in lines]
+
+
+class KernelWriter:
+    """Writes one loop kernel: values are computed inline at the shallowest loop depth their
+    indices allow and shared by (node, index) within the pass that can see them."""
+
+    def __init__(self, kernel: Kernel, names, roots: set, local: set, chunked: bool):
+        self.kernel, self.names, self.roots, self.local = kernel, names, roots, local
+        self.space, self.rank = kernel.space, len(kernel.space)
+        self.chunked = chunked and self.rank > 0   # the outer loop runs in nc chunks
+        self.registers: dict = {}   # id(reduction) -> variable holding its finished value
+        self.values: dict = {}
+        self.nests: list = []
+        split = self.rank if kernel.split is None else kernel.split
+        if split == 0 and len(kernel.passes) > 1:
+            # a reduction over everything finishes only after every chunk: one nest per pass
+            for roots_ in kernel.passes:
+                self.nest = Nest(self, self.rank, 1)
+                self.nests.append(self.nest)
+                # only values computed before the loops (depth 0) are seen by later nests
+                self.values = {k: v for k, v in self.values.items() if v[1] == 0}
+                self.write_pass(roots_)
+        else:
+            self.nest = Nest(self, split, len(kernel.passes))
+            self.nests.append(self.nest)
+            for p, roots_ in enumerate(kernel.passes):
+                self.nest.current = p
+                # values at the row depth stay visible to later passes; deeper ones do not
+                self.values = {k: v for k, v in self.values.items() if v[1] <= split}
+                self.write_pass(roots_)
+
+    def write_pass(self, roots_: list) -> None:
+        for r in roots_:
+            if REGISTRY[r.op].kind is Kind.REDUCE:
+                self.reduction(r)
+            else:
+                code, depth = self.value(r, loop_index(self.rank), top=True)
+                idx = ", ".join(f"i{k}" for k in range(self.rank)) or "()"
+                self.nest.emit(self.rank, f"{self.names.array(r)}[{idx}] = {code}")
+
+    def fresh(self, prefix: str) -> str:
+        return self.names.fresh(prefix)
+
+    def lines(self) -> list:
+        out = []
+        for nest in self.nests:
+            out += nest.lines()
+        return out
+
+    # values ------------------------------------------------------------------------------
+    def value(self, node: Tensor, index: tuple, top: bool = False) -> tuple:
+        """``(code, depth)``: ``node`` read at ``index``, emitting the statements it needs."""
+        if node.leaf == "constant" and node.value.size == 1:
+            return literal(node.value.reshape(()).item(), node.dtype), 0
+        if id(node) in self.registers:
+            return self.registers[id(node)]
+        key = (id(node), tuple(e if isinstance(e, Affine) else id(e) for e in index))
+        if key in self.values:
+            return self.values[key]
+        code, depth, simple = self.compute(node, index, top)
+        if not simple:   # a name or a literal is used as it is; anything else gets a name
+            var = self.fresh("v")
+            # a 0-d kernel has no loops: everything stays in program order
+            self.nest.emit(depth if depth > 0 or self.rank == 0 else -1, f"{var} = {code}")
+            code = var
+        self.values[key] = (code, depth)
+        return code, depth
+
+    def compute(self, node: Tensor, index: tuple, top: bool) -> tuple:
+        """``(code, depth, simple)``: ``simple`` code is a name or literal, never bound."""
+        if node.op is None or is_view(node) or (id(node) in self.roots and not top):
+            idx, depth = self.index_code(index)
+            name = self.names.view(node) if is_view(node) else self.names.array(node)
+            return f"{name}[{idx}]", depth, False
+        opdef = REGISTRY[node.op]
+        operands = input_indices(node, index)
+        if opdef.kind is not Kind.ELEMENTWISE:   # an index map: the input, read elsewhere
+            code, depth = self.value(node.inputs[0], operands[0])
+            return code, depth, True
+        args, depth = [], 0
+        for x, xi in zip(node.inputs, operands):
+            code, d = self.value(x, xi)
+            args.append(code)
+            depth = max(depth, d)
+        template = opdef.loop(node, self.names.dim) if callable(opdef.loop) else opdef.loop
+        return template.format(*args, t=ctor(node.dtype)), depth, not opdef.reads_data
+
+    def index_code(self, index: tuple) -> tuple:
+        parts, depth = [], 0
+        for e in index:
+            if isinstance(e, Gather):
+                var, d = self.value(e.indices, e.index)
+                size = self.names.dim(e.size)
+                j = f"({var} + {size} if {var} < 0 else {var})"
+                j = j if e.step == 1 else f"{e.step} * {j}"
+                parts.append(j if sh.is_static(e.start) and e.start == 0 else
+                             f"({self.names.dim(e.start)} + {j})")
+                depth = max(depth, d)
+            else:
+                parts.append(e.show(self.names.dim))
+                depth = max(depth, e.depth)
+        return (", ".join(parts) if parts else "()"), depth
+
+    # reductions ----------------------------------------------------------------------------
+    def reduction(self, node: Tensor) -> None:
+        """Accumulate in a register when the reduced axes are the innermost ones (per chunk
+        for a full reduction, combined after), else in per-chunk partial arrays or in place."""
+        axes, keepdims = reduced_axes(node), dict(node.attrs)["keepdims"]
+        rank, nest = self.rank, self.nest
+        kept = [a for a in range(rank) if a not in axes]
+        out_index = [("0" if a in axes else f"i{a}") for a in range(rank)] if keepdims \
+            else [f"i{a}" for a in kept]
+        stored = id(node) not in self.local
+        out = self.names.array(node) if stored else None   # a local one has no array
+        accumulator = REGISTRY[node.op].accumulator
+        combine = accumulator.combine
+        acc_dtype = accumulator_dtype(node)
+        value, depth = self.value(node.inputs[0], loop_index(rank))
+        raw = value
+        if acc_dtype != node.inputs[0].dtype and accumulator.converts:
+            value = f"{ctor(acc_dtype)}({value})"
+        depth = max(depth, rank)
+
+        def finish(code: str) -> str:
+            return f"{ctor(node.dtype)}({code})" if acc_dtype != node.dtype else code
+
+        if axes and tuple(axes) == tuple(range(kept[-1] + 1 if kept else 0, rank)):
+            first = len(kept)
+            acc = self.fresh("acc")
+            nest.emit(first, f"{acc} = {initial(node)}")
+            if accumulator.blocked and node.inputs[0].dtype == np.float32 \
+                    and acc_dtype != np.float32:
+                block = self.fresh("blk")
+                nest.emit(depth, f"{block} = {literal(0, np.float32)}", block=True)
+                nest.emit(depth, f"{block} = {combine.format(block, raw)}")
+                nest.emit(depth, f"{acc} = {combine.format(acc, f'{ctor(acc_dtype)}({block})')}",
+                          post=True, block=True)
+            else:
+                nest.emit(depth, f"{acc} = {combine.format(acc, value)}")
+            if first == 0 and self.chunked:   # each chunk's total, added after
+                part, total = self.fresh("part"), self.fresh("total")
+                nest.before.append(f"{part} = np.empty(nc, {ctor(acc_dtype)})")
+                nest.emit(0, f"{part}[c] = {acc}", post=True)
+                nest.after += [f"{total} = {initial(node)}", "for c in range(nc):",
+                               f"    {total} = {combine.format(total, f'{part}[c]')}"]
+                result = self.fresh("r")
+                nest.after.append(f"{result} = {finish(total)}")
+                if stored:
+                    nest.after.append(f"{out}[{', '.join(out_index) or '()'}] = {result}")
+                self.registers[id(node)] = (result, 0)
+                return
+            result = self.fresh("r")
+            nest.emit(first, f"{result} = {finish(acc)}", post=True)
+            if stored:
+                nest.emit(first, f"{out}[{', '.join(out_index) or '()'}] = {result}",
+                          post=True)
+            self.registers[id(node)] = (result, first)
+            return
+        idx = ", ".join(out_index) or "()"
+        if 0 in axes and self.chunked:
+            # chunks run in parallel over axis 0: each adds into its own partial row
+            part = self.fresh("part")
+            shape = [self.names.dim(self.space[a]) for a in kept]
+            nest.before.append(f"{part} = np.full((nc, {', '.join(shape)}), {initial(node)}, "
+                               f"{ctor(acc_dtype)})")
+            slot = ", ".join(["c"] + [f"i{a}" for a in kept])
+            nest.emit(depth, f"{part}[{slot}] = {combine.format(f'{part}[{slot}]', value)}")
+            loops = [f"for q{j} in range({s}):" for j, s in enumerate(shape)]
+            cell = ", ".join(f"q{j}" for j in range(len(kept)))
+            target = ", ".join("0" if a in axes else f"q{kept.index(a)}" for a in range(rank)) \
+                if keepdims else cell
+            total = self.fresh("total")
+            body = [f"{total} = {initial(node)}", "for c in range(nc):",
+                    f"    {total} = {combine.format(total, f'{part}[c, {cell}]')}",
+                    f"{out}[{target}] = {finish(total)}"]
+            block = body
+            for header in reversed(loops):
+                block = [header] + indent(block, 1)
+            nest.after += block
+        else:
+            # rows are independent across chunks: accumulate in the output itself
+            nest.before.append(f"{out}[...] = {initial(node)}")
+            nest.emit(depth, f"{out}[{idx}] = {combine.format(f'{out}[{idx}]', value)}")
