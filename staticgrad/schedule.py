@@ -17,6 +17,8 @@ from .index import ZERO, Gather, is_loop_index, loop_index
 from .ops import REGISTRY, Kind
 from .tensor import Tensor, toposort
 
+MAX_READS = 16      # arrays one fused loop reads, at most (see cap_kernels)
+MAX_DEPTH = 48      # nested inlined expressions, at most
 VIEW = ("view",)     # a dependency read through a reshaped view: never the same element
 INDEX = ("index",)   # a dependency used as indices: bounds-checked between kernels
 
@@ -197,21 +199,57 @@ def choose_roots(nodes: list, targets: Sequence[Tensor], same) -> set:
             (n.inputs if opdef.emit is not None else ())
         for x in stores:
             store(x)
-    # a value needed by loops of different shapes is stored once rather than recomputed
-    while True:
-        spaces: dict = {}
-        for n in reversed(nodes):
-            if n.op is None:
-                continue
-            mine = {space_of(n, same)} if id(n) in roots else spaces.get(id(n), set())
+    share_across_spaces(nodes, roots, same)
+    if cap_kernels(nodes, roots):
+        share_across_spaces(nodes, roots, same)
+    return roots
+
+
+def share_across_spaces(nodes: list, roots: set, same) -> None:
+    """A value needed by loops of different shapes is stored once rather than recomputed:
+    one pass from the outputs back, each node seeing the loop spaces of all its users."""
+    spaces: dict = {}
+    for n in reversed(nodes):
+        if n.op is None:
+            continue
+        if id(n) not in roots and len(spaces.get(id(n), ())) > 1:
+            roots.add(id(n))
+        mine = {space_of(n, same)} if id(n) in roots else spaces.get(id(n), set())
+        for x in data_inputs(n):
+            if x.op is not None and id(x) not in roots:
+                spaces.setdefault(id(x), set()).update(mine)
+
+
+def cap_kernels(nodes: list, roots: set) -> bool:
+    """Store a value where inlining it would make a loop read more than ``MAX_READS`` arrays
+    or nest expressions deeper than ``MAX_DEPTH``: the sum of T gradient terms of an unrolled
+    loop becomes kernels of 16 terms, all the same text (compiled once), not one kernel whose
+    size and code grow with T. Returns whether it stored anything."""
+    reads: dict = {}
+    depth: dict = {}
+    changed = False
+    for n in nodes:
+        if n.op is None:
+            continue
+        while True:
+            mine, deep, inlined = set(), 0, []
             for x in data_inputs(n):
-                if x.op is not None and id(x) not in roots:
-                    spaces.setdefault(id(x), set()).update(mine)
-        shared = [n for n in nodes if n.op is not None and id(n) not in roots
-                  and len(spaces.get(id(n), ())) > 1]
-        if not shared:
-            return roots
-        roots.add(id(shared[-1]))
+                if x.op is None:
+                    if not (x.leaf == "constant" and x.value.size == 1):
+                        mine.add(id(x))
+                elif id(x) in roots:
+                    mine.add(id(x))
+                else:
+                    mine |= reads[id(x)]
+                    deep = max(deep, depth[id(x)])
+                    inlined.append(x)
+            if len(mine) <= MAX_READS and deep < MAX_DEPTH or not inlined:
+                break
+            biggest = max(inlined, key=lambda x: (len(reads[id(x)]), depth[id(x)]))
+            roots.add(id(biggest))
+            changed = True
+        reads[id(n)], depth[id(n)] = mine, deep + 1
+    return changed
 
 
 def root_reads(node: Tensor, roots: set) -> list:
@@ -221,29 +259,27 @@ def root_reads(node: Tensor, roots: set) -> list:
     start = node.inputs[0] if REGISTRY[node.op].kind is Kind.REDUCE else node
     index = loop_index(rank)
 
-    def walk(t: Tensor, idx: tuple, top: bool):
+    stack = [(node, index, True)] if start is node else \
+        [(start, index, id(start) not in roots)]
+    while stack:
+        t, idx, top = stack.pop()
         if t.op is None:
-            return
+            continue
         if id(t) in roots and not top:
             out.append((t, idx))
-            return
+            continue
         if is_view(t):
             if t.inputs[0].op is not None:
                 out.append((t.inputs[0], VIEW))
-            return
+            continue
         checked = {id(x) for x, _ in checks_of(t)}
         for x, xi in zip(data_inputs(t), input_indices(t, idx)):
             if id(x) in checked and x.op is not None:
                 # computed indices are bounds-checked between the kernel that makes them and
                 # the one that gathers with them: never fused into the same loop
                 out.append((x, INDEX))
-                continue
-            walk(x, xi, False)
-
-    if start is node:
-        walk(node, index, True)
-    else:
-        walk(start, index, id(start) not in roots)
+            else:
+                stack.append((x, xi, False))
     return out
 
 
@@ -326,20 +362,20 @@ def describe(kernel: Kernel, roots: set) -> None:
     """Fill ``nodes`` (everything computed, in order), ``reads`` and ``writes``."""
     members, reads = [], []
     seen = set()
-
-    def walk(t: Tensor, top: bool):
-        if id(t) in seen:
-            return
-        if t.op is None or (id(t) in roots and not top) or is_view(t):
-            seen.add(id(t))
-            reads.append(t)
-            return
-        seen.add(id(t))
-        for x in data_inputs(t):
-            walk(x, False)
-        members.append(t)
-
     for root in kernel.roots:
-        walk(root, True)
+        stack = [(root, True, False)]    # (node, is the root, inputs done)
+        while stack:
+            t, top, done = stack.pop()
+            if done:
+                members.append(t)
+                continue
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            if t.op is None or (id(t) in roots and not top) or is_view(t):
+                reads.append(t)
+                continue
+            stack.append((t, top, True))
+            stack.extend((x, False, False) for x in reversed(data_inputs(t)))
     kernel.nodes, kernel.reads = members, reads
     kernel.writes = list(kernel.roots)

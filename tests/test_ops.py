@@ -545,6 +545,44 @@ case("cumsum[int32]", lambda i: sg.cumsum(i, axis=1), lambda i: np.cumsum(i, 1),
 case("cumsum[dynamic]", lambda x: sg.sum(sg.cumsum(x, 0) ** 2, axis=0),
      lambda x: np.sum(np.cumsum(x, 0) ** 2, axis=0), U(4, 3), dynamic={0: (None, 3)},
      second=False)
+
+
+def np_rnn(x, w, b):
+    h = np.zeros(x.shape[1:2] + w.shape[1:], x.dtype)
+    for xt in x:
+        h = np.tanh(xt @ w + h * b)
+    return h
+
+
+case("scan[rnn]", lambda x, w, b: sg.scan(lambda h, xt: (sg.tanh(xt @ w + h * b), None),
+                                          sg.constant(np.zeros((2, 3), x.dtype)), x)[0],
+     np_rnn, U(5, 2, 3, lo=-1, hi=1), U(3, 3, lo=-1, hi=1), U(3, lo=-1, hi=1))
+
+
+def np_two_carries(x):
+    a, b, ys = np.ones(3, x.dtype), np.zeros(3, x.dtype), []
+    for xt in x:
+        a, b = a * np.sin(xt), b + a
+        ys.append(a * b)
+    return np.concatenate([a + b, np.stack(ys).ravel()])
+
+
+case("scan[two-carries,ys]", lambda x: (lambda r: sg.concatenate([r[0][0] + r[0][1],
+                                                                  r[1].reshape(-1)]))(
+    sg.scan(lambda c, xt: ((c[0] * sg.sin(xt), c[1] + c[0]), c[0] * sg.sin(xt) * (c[1] + c[0])),
+            (sg.constant(np.ones(3, x.dtype)), sg.constant(np.zeros(3, x.dtype))), x)),
+     np_two_carries, U(4, 3))
+
+
+def np_fori(x):
+    for i in range(4):
+        x = np.sin(x) * 1.5 + i * 0.1
+    return x
+
+
+case("fori_loop", lambda x: sg.fori_loop(0, 4, lambda i, v: sg.sin(v) * 1.5
+                                         + sg.cast(i, v.dtype) * 0.1, x),
+     np_fori, U(3))
 case("take[flat]", lambda x: sg.take(x, np.array([0, 11, 5, 5, -1])),
      lambda x: np.take(x, np.array([0, 11, 5, 5, -1])), U(3, 4))
 case("take[axis=0]", lambda x: sg.take(x, [2, 0, 2], axis=0),

@@ -102,3 +102,39 @@ def test_reductions_over_any_axes_fuse_with_their_producers(axis):
     sched = kernels_of(out)
     assert len(sched.kernels) == 1
     assert [n.op for n in sched.kernels[0].nodes] == ["exp", "mul", "sum"]
+
+
+def unrolled_rnn(T: int):
+    """The tanh RNN of bench W7, unrolled: h = tanh(x[:, t] @ Wx + h @ Wh), T times."""
+    rng = np.random.default_rng(0)
+    x = sg.placeholder((16, T, 8), np.float32, name="x")
+    wx = sg.parameter(rng.standard_normal((8, 32)).astype(np.float32), name="Wx")
+    wh = sg.parameter(rng.standard_normal((32, 32)).astype(np.float32), name="Wh")
+    h = sg.constant(np.zeros((16, 32), np.float32))
+    for t in range(T):
+        h = sg.tanh(x[:, t, :] @ wx + h @ wh)
+    loss = sg.mean(h ** 2)
+    return [loss, *sg.grad(loss, [wx, wh])]
+
+
+def distinct_kernels(targets) -> tuple:
+    from staticgrad.backends.numba.render import render_kernel
+    sched = kernels_of(*targets)
+    codes = [render_kernel(k, sched.roots, sched.locals) for k in sched.kernels]
+    return len(codes), len({c.digest for c in codes}), max(len(k.reads) for k in sched.kernels)
+
+
+def test_an_unrolled_loop_compiles_the_same_kernels_whatever_its_length():
+    # the T gradient terms of Wx and Wh are summed 16 at a time, so every kernel repeats
+    short, long = distinct_kernels(unrolled_rnn(40)), distinct_kernels(unrolled_rnn(160))
+    assert long[0] > 3 * short[0]            # four times the steps, about four times the calls
+    assert long[1] == short[1] <= 16         # ... and not one more kernel to compile
+    assert long[2] <= 16 + 1                 # no loop reads more than MAX_READS arrays (+ out)
+
+
+def test_twenty_thousand_nodes_pass_every_stage():
+    # recursion-free passes: autodiff, rewrites, schedule and render on a 20k-node graph
+    targets = unrolled_rnn(1250)
+    assert len(sg.graph(targets).nodes) > 20_000
+    count, distinct, _ = distinct_kernels(targets)
+    assert count > 8000 and distinct <= 16

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from ... import shapes as sh
 from ...ops import REGISTRY
-from ...schedule import Kernel, checks_of
-from ...tensor import Tensor
-from .loops import KernelWriter, indent
+from ...rewrite import simplify
+from ...schedule import Kernel, checks_of, schedule
+from ...tensor import Tensor, toposort
+from .loops import KernelWriter, indent, literal
 
 PARALLEL_MIN = 1 << 18   # elements below which a loop runs on one thread (thread start-up)
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"  # never nnan/ninf: NaN and inf propagate
@@ -46,6 +47,7 @@ class KernelNames:
         self.views: dict = {}     # id(view node) -> (name, node)
         self.sizes: dict = {}     # size symbol, or ("row", length) -> name
         self.counts: dict = {}
+        self.helpers: dict = {}   # name -> text of a module-level function this kernel calls
 
     def array(self, node: Tensor) -> str:
         if id(node) not in self.arrays:
@@ -85,6 +87,65 @@ class KernelNames:
     def size(self, dims) -> str:
         return " * ".join(self.dim(d) for d in dims) if dims else "1"
 
+    def subgraph(self, outputs: list, feeds: dict, targets: list) -> tuple:
+        """Code running a graph inside this kernel (a loop body): ``feeds`` maps its
+        placeholders (by id) to expressions, ``targets`` has one expression per output to
+        write. Its own kernels become helper functions of this kernel's module, compiled with
+        it. Returns ``(lines allocating its buffers, lines of one run)``. Shapes are static."""
+        simplified, _ = simplify(list(outputs))
+        sched = schedule(simplified)
+        codes = [render_kernel(k, sched.roots, sched.locals) for k in sched.kernels]
+        before, step, where = [], [], dict(feeds)
+
+        def staged(node, expr: str) -> str:
+            # a 0-d value is a scalar when indexed out of an array: kernels take 0-d arrays
+            if node.ndim:
+                return expr
+            buf = self.fresh("s")
+            before.append(f"{buf} = np.empty((), np.{node.dtype.name})")
+            step.append(f"{buf}[()] = {expr}")
+            return buf
+
+        for node in toposort(simplified):
+            if node.leaf == "placeholder":
+                where[id(node)] = staged(node, feeds[id(node)])
+        copies = []
+        for out, target in zip(simplified, targets):
+            if id(out) in sched.roots and id(out) not in where and out.ndim:
+                where[id(out)] = target
+            else:
+                copies.append((out, target))
+        for code in codes:
+            for node in code.arrays:
+                if id(node) in where:
+                    continue
+                if node.leaf == "constant":
+                    where[id(node)] = self.array(node)
+                else:
+                    buf = self.fresh("b")
+                    dims = ", ".join(str(d) for d in node.dims)
+                    before.append(f"{buf} = np.empty(({dims}{',' if node.dims else ''}), "
+                                  f"np.{node.dtype.name})")
+                    where[id(node)] = buf
+        for code in codes:
+            name = f"b_{code.digest}"
+            self.helpers[name] = code.text.replace("def kernel(", f"def {name}(", 1)
+            self.helpers.update(code.helpers)
+            for idx, size, message in checks(code.kernel):
+                j = self.fresh("j")
+                step += [f"for {j} in {where[id(idx)]}.ravel():",
+                         f"    if {j} < -{size} or {j} >= {size}:",
+                         f"        raise IndexError({message!r})"]
+            args = [where[id(n)] for n in code.arrays] + \
+                [str(key[1]) for key in code.sizes] + (["1"] if code.chunked else [])
+            step.append(f"{name}({', '.join(args)})")
+        for out, target in copies:
+            if out.leaf == "constant" and out.value.size > 1 and id(out) not in where:
+                where[id(out)] = self.array(out)
+            value = literal_or(out, where)
+            step.append(f"{target} = {value}" if not out.ndim else f"{target}[...] = {value}")
+        return before, step
+
 
 @dataclass
 class KernelCode:
@@ -96,15 +157,19 @@ class KernelCode:
     arrays: list
     sizes: list
     chunked: bool
+    helpers: dict = field(default_factory=dict)   # functions it calls (a loop's body)
     digest: str = field(init=False)
 
     def __post_init__(self):
-        self.digest = hashlib.sha256(f"{FORMAT}|{self.text}".encode()).hexdigest()[:16]
+        whole = "\n".join([self.text, *self.helpers.values()])
+        self.digest = hashlib.sha256(f"{FORMAT}|{whole}".encode()).hexdigest()[:16]
 
     def module(self, parallel: bool) -> str:
         """The module holding this kernel as ``kernel``, compiled with or without threads."""
         flags = "parallel=True, " if parallel else ""
-        return HEADER.format(digest=self.digest, format=FORMAT) + "\n\n" + \
+        helpers = "".join(f"@numba.njit({JIT_FLAGS})\n{text}\n\n\n"
+                          for text in self.helpers.values())
+        return HEADER.format(digest=self.digest, format=FORMAT) + "\n\n" + helpers + \
             f"@numba.njit({flags}{JIT_FLAGS})\n{self.text}\n"
 
 
@@ -132,7 +197,7 @@ def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
         [f"n{k}" for k in range(len(names.sizes))] + (["nc"] if chunked else [])
     text = "\n".join([f"def kernel({', '.join(params)}):", *indent(views + body or ["pass"], 1)])
     return KernelCode(kernel, text, [node for _, node in names.arrays.values()],
-                      list(names.sizes), chunked)
+                      list(names.sizes), chunked, dict(names.helpers))
 
 
 def checks(kernel: Kernel) -> list:
@@ -155,6 +220,10 @@ def listing(codes: list, labels, placeholders: list, targets: list, header: str)
     for code in codes:
         if code.digest not in seen:
             seen.add(code.digest)
+            for name, text in code.helpers.items():
+                if name not in seen:
+                    seen.add(name)
+                    functions.append(text)
             functions.append(code.text.replace("def kernel(", f"def k_{code.digest}(", 1))
 
     def arg(node) -> str:
@@ -199,3 +268,11 @@ def listing(codes: list, labels, placeholders: list, targets: list, header: str)
 def label_name(label: str) -> str:
     """A listing label as a Python name: ``%12`` -> ``t12``; names and literals stay."""
     return f"t{label[1:]}" if label.startswith("%") else label
+
+
+def literal_or(node: Tensor, where: dict) -> str:
+    """A one-element constant as a literal, anything else by its expression."""
+    if node.leaf == "constant" and node.value.size == 1:
+        return literal(node.value.reshape(()).item(), node.dtype)
+    expr = where[id(node)]
+    return f"{expr}[()]" if not node.ndim else expr
