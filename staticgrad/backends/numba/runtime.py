@@ -9,6 +9,7 @@ from several threads never write the same memory.
 
 from __future__ import annotations
 
+import operator
 import statistics
 import sys
 import threading
@@ -78,6 +79,7 @@ class Program:
         fixed = list(placeholders) + self.params + self.outputs
         self.slot = {id(n): k for k, n in enumerate(fixed)}
         self.per_call = len(fixed)
+        self.nothing = [None] * self.per_call
         self.consts = []
         for code in self.codes:
             for n in code.arrays + [i for i, _, _ in checks(code.kernel)]:
@@ -155,7 +157,7 @@ class Program:
                     ints.append(threads if big else 1)
                 bounds = [(slot, int(sh.evaluate(size, env)), message)
                           for slot, size, message in step.checks]
-                rows.append((fn, step.args, tuple(ints), bounds))
+                rows.append((fn, gather(step.args), tuple(ints), bounds))
             plan.rows = rows
             blocks: dict = {}
             ends: dict = {}
@@ -237,30 +239,44 @@ class Program:
                 outs[k] = np.empty(shape, dtype)
         slots = space.slots
         slots[:self.per_call] = [*arrays, *[p._value for p in self.params], *outs]
+        if not plan.called or spent is not None:
+            return self.measured_call(plan, space, spent)
+        blas_threads = plan.blas
+        before = blas.set_threads(blas_threads) if blas_threads is not None else None
+        try:
+            for fn, args, ints, bounds in plan.rows:
+                if bounds:
+                    check_bounds(slots, bounds)
+                fn(*args(slots), *ints)
+        finally:
+            # the workspace must not keep the caller's arrays (or the outputs) alive
+            slots[:self.per_call] = self.nothing
+            if before is not None and before != blas_threads:
+                blas.set_threads(before)
+        return list(outs)
+
+    def measured_call(self, plan, space: Workspace, spent) -> list:
+        """A call that times each kernel (``spent``), or a plan's first call, where Numba
+        compiles or loads the kernels it has not run yet (``stats`` records which)."""
+        slots = space.slots
         fresh = self.fresh_kernels(plan)
         clock = time.perf_counter()
         before = blas.set_threads(plan.blas) if plan.blas is not None else None
         try:
-            if spent is None:
-                for fn, args, ints, bounds in plan.rows:
-                    if bounds:
-                        check_bounds(slots, bounds)
-                    fn(*[slots[i] for i in args], *ints)
-            else:
-                for step, (fn, args, ints, bounds) in zip(self.steps, plan.rows):
-                    t0 = time.perf_counter()
-                    if bounds:
-                        check_bounds(slots, bounds)
-                    fn(*[slots[i] for i in args], *ints)
+            for step, (fn, args, ints, bounds) in zip(self.steps, plan.rows):
+                t0 = time.perf_counter()
+                if bounds:
+                    check_bounds(slots, bounds)
+                fn(*args(slots), *ints)
+                if spent is not None:
                     spent.setdefault(step.code.kernel.name, []).append(time.perf_counter() - t0)
         finally:
-            # the workspace must not keep the caller's arrays (or the outputs) alive
-            slots[:self.per_call] = [None] * self.per_call
+            slots[:self.per_call] = self.nothing
             if before is not None and before != plan.blas:
                 blas.set_threads(before)
         if fresh:
             self.record_first_call(fresh, time.perf_counter() - clock)
-        return list(outs)
+        return list(space.last)
 
     def fresh_kernels(self, plan) -> dict:
         """On a plan's first call: the kernels not yet compiled or loaded in this process,
@@ -290,6 +306,14 @@ class Program:
             self.run(arrays, plan, spent)
         return {k.name: statistics.median(spent[k.name]) if spent.get(k.name) else 0.0
                 for k in self.kernels}
+
+
+def gather(positions: list):
+    """``slots -> tuple of slots[k] for k in positions``, as fast as Python allows."""
+    if len(positions) == 1:
+        (k,) = positions
+        return lambda slots: (slots[k],)
+    return operator.itemgetter(*positions) if positions else (lambda slots: ())
 
 
 def check_bounds(slots: list, bounds: list) -> None:
