@@ -36,11 +36,12 @@ class Affine:
         """How many loops this entry depends on (the deepest loop variable, plus one)."""
         return max((k + 1 for k, _ in self.terms), default=0)
 
-    def show(self, dim=str) -> str:
-        """Code for this entry; ``dim`` renders a size (``str`` for symbolic names)."""
+    def show(self, dim=str, offset=None) -> str:
+        """Code for this entry; ``dim`` renders a size (``str`` for symbolic names), and
+        ``offset`` the offset (``dim`` by default)."""
         parts = []
         if not (sh.is_static(self.offset) and self.offset == 0):
-            parts.append(dim(self.offset))
+            parts.append((offset or dim)(self.offset))
         for k, c in self.terms:
             term = f"i{k}" if abs(c) == 1 else f"{abs(c)} * i{k}"
             parts.append(term if c > 0 and not parts else (f"+ {term}" if c > 0 else f"- {term}"))

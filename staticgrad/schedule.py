@@ -18,6 +18,9 @@ from .ops import REGISTRY, Kind
 from .tensor import Tensor, toposort
 
 MAX_READS = 16      # arrays one fused loop reads, at most (see cap_kernels)
+# values one fused loop computes, at most: the T slices an unrolled loop stores become kernels
+# of 8 that are the same text (their offsets are arguments), not one kernel growing with T
+MAX_ROOTS = 8
 MAX_DEPTH = 48      # nested inlined expressions, at most
 VIEW = ("view",)     # a dependency read through a reshaped view: never the same element
 INDEX = ("index",)   # a dependency used as indices: bounds-checked between kernels
@@ -291,7 +294,8 @@ def checks_of(node: Tensor) -> list:
 
 def join(kernel: Kernel, node: Tensor, deps: list, home: dict, passno: dict, k: int, same):
     """``(pass, split)`` if ``node`` can run in ``kernel``; ``None`` if it cannot."""
-    if kernel.kind != "loop" or kernel.space != space_of(node, same):
+    if kernel.kind != "loop" or kernel.space != space_of(node, same) or \
+            len(kernel.roots) >= MAX_ROOTS:
         return None
     rank = len(kernel.space)
     p, split = 0, None

@@ -138,3 +138,15 @@ def test_twenty_thousand_nodes_pass_every_stage():
     assert len(sg.graph(targets).nodes) > 20_000
     count, distinct, _ = distinct_kernels(targets)
     assert count > 8000 and distinct <= 16
+
+
+def test_the_slices_of_an_unrolled_loop_are_kernels_of_one_text():
+    # x[:, t, :] for every t: stored (BLAS operands) by kernels of at most MAX_ROOTS values,
+    # whose offsets are arguments, so T slices cost one compile, not a kernel growing with T
+    from staticgrad.backends.numba.render import render_kernel
+    from staticgrad.schedule import MAX_ROOTS
+    sched = kernels_of(*unrolled_rnn(64))
+    assert max(len(k.roots) for k in sched.kernels if k.kind == "loop") <= MAX_ROOTS
+    slicing = [render_kernel(k, sched.roots, sched.locals) for k in sched.kernels
+               if {n.op for n in k.nodes} <= {"slice", "reshape"}]
+    assert len(slicing) >= 64 // MAX_ROOTS and len({c.digest for c in slicing}) <= 2

@@ -242,7 +242,7 @@ class KernelWriter:
                              f"({self.names.dim(e.start)} + {j})")
                 depth = max(depth, d)
             else:
-                parts.append(e.show(self.names.dim))
+                parts.append(e.show(self.names.dim, self.names.offset))
                 depth = max(depth, e.depth)
         return (", ".join(parts) if parts else "()"), depth
 

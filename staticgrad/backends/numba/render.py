@@ -80,6 +80,11 @@ class KernelNames:
             parts.append(" * ".join(factors))
         return "(" + " + ".join(parts) + ")" if len(parts) > 1 else parts[0]
 
+    def offset(self, d) -> str:
+        """A fixed index offset passed as an argument: the kernels reading step t of an
+        unrolled loop differ only in it, so they are one text, compiled once."""
+        return self.symbol(("offset", d)) if sh.is_static(d) else self.dim(d)
+
     def row(self, length: int) -> str:
         """A fixed row length passed as an argument (see ``loops.OPAQUE_ROWS``)."""
         return self.symbol(("row", length))
@@ -233,7 +238,7 @@ def listing(codes: list, labels, placeholders: list, targets: list, header: str)
             return node.name or "unused"
 
     def size_arg(key) -> str:
-        if isinstance(key, tuple):          # a fixed row length, passed as an argument
+        if isinstance(key, tuple):          # a fixed row length or offset, as an argument
             return str(key[1])
         for p in placeholders:
             for axis, d in enumerate(p.dims):
