@@ -236,3 +236,21 @@ def test_quick_run_without_peers(tmp_path):
     text = readme.read_text()
     assert text.startswith("# project\n\nintro\n") and text.count(report.README_START) == 1
     assert "#### W2: " in text and text.rstrip().endswith(report.README_END)
+
+
+def test_scaling_times_every_stage_and_counts_distinct_kernels():
+    from bench import scaling
+    short, longer = scaling.stages(4), scaling.stages(40)
+    for row in (short, longer):
+        assert {"build", "grad", "rewrite", "schedule", "render", "listing"} <= set(row)
+    assert longer["nodes"] > 5 * short["nodes"]
+    assert longer["distinct"] <= 16           # the steps repeat the same kernels
+
+
+def test_w7_runs_the_same_model_in_every_system():
+    from bench import w7
+    assert set(w7.SYSTEMS) == {"staticgrad unrolled", "staticgrad sg.scan", "JAX jit, unrolled",
+                               "JAX jit, lax.scan", "PyTorch eager"}
+    result = w7.run("staticgrad sg.scan", 3, str(ROOT / ".staticgrad_cache"))
+    reference = w7.run("staticgrad unrolled", 3, str(ROOT / ".staticgrad_cache"))
+    assert "error" not in result and abs(result["loss"] - reference["loss"]) < 1e-5
