@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import networkx as nx
-
 from .inspect import dot, listing
 from .inspect.listing import typed
 from .tensor import Tensor, as_tensor, toposort
@@ -49,10 +47,12 @@ class Graph:
         """``(code, type, note)``: one line of the listing, in columns."""
         return listing.row(self, n)
 
-    def to_networkx(self) -> nx.DiGraph:
+    def to_networkx(self):
         """A ``networkx.DiGraph``: nodes are positions in ``.nodes`` with attributes
         ``op, shape, dtype, name, is_leaf`` (and ``label, kind, source, backward_of, tensor``);
         an edge runs from each input to its user, with the argument ``positions``."""
+        import networkx as nx  # 0.17 s to import: only for those who ask for it
+
         g = nx.DiGraph()
         index = {id(n): k for k, n in enumerate(self.nodes)}
         for k, n in enumerate(self.nodes):
