@@ -17,6 +17,7 @@ import os
 import pickletools
 import sys
 import tempfile
+import warnings
 
 import numba
 import numpy as np
@@ -44,19 +45,43 @@ def load(source: str, prefix: str = "sgk"):
     if found is not None:
         return found
     folder = cache_dir()
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name + ".py")
     if not matches(path, source):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(source)
-        os.replace(tmp, path)
+        try:
+            write(folder, name, source)
+        except OSError as err:   # a read-only or full cache folder: compile in a private one
+            folder = fallback_dir(folder, err)
+            path = os.path.join(folder, name + ".py")
+            write(folder, name, source)
     drop_broken_numba_cache(folder, name)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     # another thread may have loaded it meanwhile: every caller gets the same module
     return sys.modules.setdefault(name, module)
+
+
+def write(folder: str, name: str, source: str) -> None:
+    """Write ``name.py`` atomically: a temporary file, then a rename."""
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(source)
+    os.replace(tmp, os.path.join(folder, name + ".py"))
+
+
+FALLBACKS: dict = {}   # the cache of private folders: unwritable folder -> this process's own
+
+
+def fallback_dir(folder: str, err: OSError) -> str:
+    """A private folder for this process when ``folder`` cannot be written (warned once):
+    functions still work, compiled anew instead of loaded."""
+    if folder not in FALLBACKS:
+        FALLBACKS[folder] = tempfile.mkdtemp(prefix="staticgrad-cache-")
+        warnings.warn(f"staticgrad: cannot write the cache folder {folder} ({err}); compiling "
+                      f"into {FALLBACKS[folder]} for this process (set STATICGRAD_CACHE_DIR)",
+                      RuntimeWarning, stacklevel=4)
+    return FALLBACKS[folder]
 
 
 def drop_broken_numba_cache(folder: str, name: str) -> None:

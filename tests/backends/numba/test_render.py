@@ -255,3 +255,20 @@ def test_short_fixed_rows_get_their_length_at_run_time(classes, rng):
     ref = sg.function([x], [y, sg.grad(sg.sum(y * y), x)], backend="numpy")(xv)
     for got, expected in zip(f(xv), ref):
         np.testing.assert_allclose(got, expected, **tol(np.float32))
+
+
+def test_an_unwritable_cache_folder_still_works_with_a_warning(tmp_path):
+    # a path that is a file cannot hold the cache, even for root (who ignores read-only modes)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    code = """
+        import warnings, numpy as np, staticgrad as sg
+        x = sg.placeholder((3,), name="x")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            f = sg.function([x], sg.exp(x) * 3.5 + 0.25)   # a graph no other test builds
+            print(f(np.zeros(3)).tolist(), sum("cannot write" in str(w.message) for w in caught))
+    """
+    out = run_script(code, blocked).split("]")
+    assert out[0] == "[3.75, 3.75, 3.75" and out[1].strip() == "1"   # warned once
+    assert blocked.read_text() == ""
