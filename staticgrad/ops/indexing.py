@@ -144,7 +144,7 @@ def untake_emit(node: Tensor, code) -> list:
     out, gn, xn = code.array(node), code.array(g), code.array(idx)
     k = idx.ndim
     q, j = code.fresh("q"), code.fresh("j")
-    return [f"{out}[...] = 0", f"for {q} in np.ndindex({gn}.shape):",
+    return [f"{out}.fill(0)", f"for {q} in np.ndindex({gn}.shape):",
             f"    {j} = {xn}[{q}[{axis}:{axis + k}]]" if k else f"    {j} = {xn}[()]",
             f"    {j} = {j} + {code.dim(size)} if {j} < 0 else {j}",
             f"    {out}[{q}[:{axis}] + ({j},) + {q}[{axis + k}:]] += {gn}[{q}]"]

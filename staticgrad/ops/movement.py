@@ -208,17 +208,19 @@ def slice_index(node: Tensor, index: tuple) -> list:
     return [tuple(out)]
 
 
-def slice_text(index: tuple, code) -> str:
-    def part(v):
-        return "" if v is None else code.dim(v)
-    return ", ".join(f"{part(s[0])}:{part(s[1])}:{s[2]}" for s in index) or "..."
-
-
 def unslice_emit(node: Tensor, code) -> list:
-    out = code.array(node)
-    return [f"{out}[...] = 0",
-            f"{out}[{slice_text(dict(node.attrs)['index'], code)}] = "
-            f"{code.array(node.inputs[0])}"]
+    """Zeros, then the slice's elements where ``slice`` read them."""
+    out, g = code.array(node), code.array(node.inputs[0])
+    attrs = dict(node.attrs)
+    where_ = []
+    for k, (dim, (start, _, step)) in enumerate(zip(attrs["shape"], attrs["index"])):
+        if start is None:
+            start = 0 if step > 0 else dim - 1
+        elif sh.is_static(start) and start < 0:
+            start = dim + start
+        where_.append(f"{code.dim(start)} + {step} * i{k}")
+    return [f"{out}.fill(0)", *code.each(node.inputs[0].dims, lambda i: [
+        f"{out}[{', '.join(where_)}] = {g}[{', '.join(i)}]"])]
 
 
 defop("slice", Kind.MOVEMENT, slice_shape, same_dtype,
@@ -305,11 +307,14 @@ def concatenate_emit(node: Tensor, code) -> list:
     axis = dict(node.attrs)["axis"]
     out, lines, start = code.array(node), [], 0
     for x in node.inputs:
-        stop = start + x.dims[axis]
-        where_ = [":"] * node.ndim
-        where_[axis] = f"{code.dim(start)}:{code.dim(stop)}"
-        lines.append(f"{out}[{', '.join(where_)}] = {code.array(x)}")
-        start = stop
+        xn, at = code.array(x), code.dim(start)
+
+        def element(i, xn=xn, at=at):
+            shifted = [f"{at} + {e}" if a == axis else e for a, e in enumerate(i)]
+            return [f"{out}[{', '.join(shifted)}] = {xn}[{', '.join(i)}]"]
+
+        lines += code.each(x.dims, element)
+        start = start + x.dims[axis]
     return lines
 
 

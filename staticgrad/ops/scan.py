@@ -171,7 +171,8 @@ def scan_emit(node: Tensor, code) -> list:
         lines.append(f"{name} = {out}[{at}:{at + n}].reshape(({dims},))")
         (history if extra else ys).append(name)
         at += n
-    lines += [f"{h}[0] = {x}" for h, x in zip(history, ins[:nc])]
+    for h, x, b in zip(history, ins[:nc], body.carries):
+        lines += code.copy(f"{h}[0]", x, int(sh.size(b.dims))) if b.ndim else [f"{h}[0] = {x}[()]"]
     t = code.fresh("t")
     feeds = {id(p): f"{h}[{t}]" for p, h in zip(body.carries, history)}
     feeds.update({id(p): f"{x}[{t}]" for p, x in zip(body.xs, ins[nc:nc + nx])})

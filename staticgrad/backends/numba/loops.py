@@ -324,5 +324,6 @@ class KernelWriter:
             nest.after += block
         else:
             # rows are independent across chunks: accumulate in the output itself
-            nest.before.append(f"{out}[...] = {initial(node)}")
+            nest.before.append(f"{out}.fill({initial(node)})" if node.ndim else
+                               f"{out}[()] = {initial(node)}")
             nest.emit(depth, f"{out}[{idx}] = {combine.format(f'{out}[{idx}]', value)}")

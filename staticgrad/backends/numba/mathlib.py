@@ -291,7 +291,9 @@ def tan64(x):
 
 # ---------------------------------------------------------------- dtype-generic names
 
-@numba.njit(cache=True)
+# not cached: Numba's cache index cannot hold a signature with a dispatcher argument across
+# processes ("underlying object has vanished" once an index written elsewhere is reloaded)
+@numba.njit
 def _map(kernel, x, out):
     for i in range(x.size):
         out[i] = kernel(x[i])

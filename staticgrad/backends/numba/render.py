@@ -92,6 +92,22 @@ class KernelNames:
     def size(self, dims) -> str:
         return " * ".join(self.dim(d) for d in dims) if dims else "1"
 
+    def each(self, dims, body) -> list:
+        """Loops over every index of ``dims`` (loop variables ``i0, i1, ...``) around
+        ``body(["i0", "i1", ...]) -> lines``. Element loops compile in a fraction of the time
+        Numba takes for an array assignment such as ``out[:, 2:5] = x`` (4 s)."""
+        names = [f"i{k}" for k in range(len(dims))]
+        lines = body(names)
+        for k in reversed(range(len(dims))):
+            lines = [f"for {names[k]} in range({self.dim(dims[k])}):", *indent(lines, 1)]
+        return lines
+
+    def copy(self, dst: str, src: str, count: int) -> list:
+        """``dst[...] = src`` for two C-contiguous arrays of ``count`` elements, as one loop."""
+        d, s, q = self.fresh("dst"), self.fresh("src"), self.fresh("q")
+        return [f"{d} = {dst}.reshape({count})", f"{s} = {src}.reshape({count})",
+                f"for {q} in range({count}):", f"    {d}[{q}] = {s}[{q}]"]
+
     def subgraph(self, outputs: list, feeds: dict, targets: list) -> tuple:
         """Code running a graph inside this kernel (a loop body): ``feeds`` maps its
         placeholders (by id) to expressions, ``targets`` has one expression per output to
@@ -148,7 +164,8 @@ class KernelNames:
             if out.leaf == "constant" and out.value.size > 1 and id(out) not in where:
                 where[id(out)] = self.array(out)
             value = literal_or(out, where)
-            step.append(f"{target} = {value}" if not out.ndim else f"{target}[...] = {value}")
+            step += [f"{target} = {value}"] if not out.ndim else \
+                self.copy(target, value, int(sh.size(out.dims)))
         return before, step
 
 
