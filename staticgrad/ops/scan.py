@@ -43,13 +43,8 @@ class Body:
                 f"{nodes} nodes>")
 
 
-def sizes(body: Body) -> tuple:
-    return [sh.size(c.dims) for c in body.carries], [sh.size(y.dims) for y in body.ys]
-
-
 def scan_shape(shapes, body: Body, length: int):
-    carries, ys = sizes(body)
-    return ((length + 1) * sum(carries) + length * sum(ys),)
+    return (max((stop for _, stop, _, _ in pieces(body, length)), default=0),)
 
 
 def scan_dtype(dtypes, body: Body, length: int):
@@ -82,16 +77,22 @@ def scan_reference(*arrays, body: Body, length: int, evaluate=None):
     return np.concatenate(pieces).astype(dtype) if pieces else np.zeros(0, dtype)
 
 
+def pieces(body: Body, length: int):
+    """Where each piece sits in the packed value: ``(start, stop, shape, is a carry)`` for
+    each carry's history (``T + 1`` steps), then each stacked y (``T``)."""
+    at = 0
+    for node, carry in [(c, True) for c in body.carries] + [(y, False) for y in body.ys]:
+        steps = length + 1 if carry else length
+        n = steps * sh.size(node.dims)
+        yield at, at + n, (steps,) + node.dims, carry
+        at += n
+
+
 def unpack(packed: Tensor, body: Body, length: int) -> tuple:
     """``(carry histories (T+1, ...) each, ys (T, ...) each)`` as views of a packed value."""
-    carries, ys = sizes(body)
-    out, at = [], 0
-    for count, shape, extra in [(c, b.dims, 1) for c, b in zip(carries, body.carries)] + \
-            [(c, y.dims, 0) for c, y in zip(ys, body.ys)]:
-        n = (length + extra) * count
-        out.append(reshape(slice_(packed, ((at, at + n, 1),)), (length + extra,) + shape))
-        at += n
-    return out[:len(carries)], out[len(carries):]
+    out = [reshape(slice_(packed, ((start, stop, 1),)), shape)
+           for start, stop, shape, _ in pieces(body, length)]
+    return out[:len(body.carries)], out[len(body.carries):]
 
 
 def scan_vjp(g, y, *inputs, body: Body, length: int):
@@ -162,15 +163,11 @@ def scan_emit(node: Tensor, code) -> list:
     nc, nx = len(body.carries), len(body.xs)
     out = code.array(node)
     ins = [code.array(x) for x in node.inputs]
-    history, ys, lines, at = [], [], [], 0
-    carries, y_sizes = sizes(body)
-    for count, b, extra in [(c, b, 1) for c, b in zip(carries, body.carries)] + \
-            [(c, y, 0) for c, y in zip(y_sizes, body.ys)]:
-        name, n = code.fresh("h" if extra else "y"), (length + extra) * count
-        dims = ", ".join(str(d) for d in (length + extra, *b.dims))
-        lines.append(f"{name} = {out}[{at}:{at + n}].reshape(({dims},))")
-        (history if extra else ys).append(name)
-        at += n
+    history, ys, lines = [], [], []
+    for start, stop, shape, carry in pieces(body, length):
+        name = code.fresh("h" if carry else "y")
+        lines.append(f"{name} = {out}[{start}:{stop}].reshape(({', '.join(map(str, shape))},))")
+        (history if carry else ys).append(name)
     for h, x, b in zip(history, ins[:nc], body.carries):
         lines += code.copy(f"{h}[0]", x, int(sh.size(b.dims))) if b.ndim else [f"{h}[0] = {x}[()]"]
     t = code.fresh("t")
@@ -183,9 +180,7 @@ def scan_emit(node: Tensor, code) -> list:
         ["    " + line for line in step or ["pass"]]
 
 
-defop("scan", Kind.OPAQUE, scan_shape, lambda dtypes, body, length: scan_dtype(dtypes, body,
-                                                                               length),
-      scan_reference, scan_vjp, emit=scan_emit,
+defop("scan", Kind.OPAQUE, scan_shape, scan_dtype, scan_reference, scan_vjp, emit=scan_emit,
       cost=lambda node, count: {"flops": dict(node.attrs)["length"] * sum(
           count(n.dims) for n in toposort(dict(node.attrs)["body"].outputs) if n.op), "gemm": 0})
 
