@@ -22,6 +22,17 @@ BLOCK = 1024             # a float32 sum adds this many elements in float32, the
 # given a literal, LLVM unrolls it completely and then cannot vectorize a body as large as
 # exp's (a softmax over 10 classes ran 2x slower)
 OPAQUE_ROWS = range(8, 129)
+# An outer or middle loop of a fixed length from 2 up gets it at run time too. Given a literal
+# 16, LLVM unrolls the loop around the row loop completely, 16 vectorized copies of it, and its
+# loop strength reduction over them took 0.7 s of a copy kernel's 0.8 s compile (0.17 s opaque)
+OPAQUE_OUTER = 2
+
+
+def opaque(extent, innermost: bool) -> bool:
+    """Whether a loop of this extent is given its length as an argument, not a literal."""
+    if not sh.is_static(extent):
+        return False
+    return extent in OPAQUE_ROWS if innermost else extent >= OPAQUE_OUTER
 
 
 def literal(value, dtype: np.dtype) -> str:
@@ -98,7 +109,9 @@ class Nest:
             for p in range(len(self.own)):
                 out += self.own[p][0][0] + self.own[p][1][0]
             return out + self.after
-        n0 = self.writer.names.dim(self.writer.space[0])
+        extent = self.writer.space[0]
+        n0 = self.writer.names.row(extent) if opaque(extent, self.rank == 1) else \
+            self.writer.names.dim(extent)
         if not self.writer.chunked:   # too small for threads: one pass over the whole range
             return out + [f"lo, hi = np.uint64(0), np.uint64({n0})"] + self.level(0) + self.after
         # the threads split axis 0 into nc chunks (nc = 1 without threads). Unsigned bounds:
@@ -131,7 +144,7 @@ class Nest:
         head, tail = (section[0]["block"], section[1]["block"]) if d == self.rank - 1 \
             else ([], [])
         extent = self.writer.space[d]
-        if d > 0 and d == self.rank - 1 and sh.is_static(extent) and extent in OPAQUE_ROWS:
+        if d > 0 and opaque(extent, d == self.rank - 1):
             hi = self.writer.names.row(extent)
         if not head and not tail or d > 0 and sh.is_static(extent) and extent <= BLOCK:
             bounds = "lo, hi" if d == 0 else hi   # (a short row is one block)

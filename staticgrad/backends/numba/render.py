@@ -157,8 +157,10 @@ class KernelNames:
                 step += [f"for {j} in {where[id(idx)]}.ravel():",
                          f"    if {j} < -{size} or {j} >= {size}:",
                          f"        raise IndexError({message!r})"]
+            # np.int64(16), not 16: Numba types a bare 16 as Literal[int](16) and compiles the
+            # body once per distinct size, with the size folded in (and its loops unrolled)
             args = [where[id(n)] for n in code.arrays] + \
-                [str(key[1]) for key in code.sizes] + (["1"] if code.chunked else [])
+                [f"np.int64({key[1]})" for key in code.sizes] + (["1"] if code.chunked else [])
             step.append(f"{name}({', '.join(args)})")
         for out, target in copies:
             if out.leaf == "constant" and out.value.size > 1 and id(out) not in where:
