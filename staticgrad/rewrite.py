@@ -291,10 +291,24 @@ def broadcast_chain(n):
 
 @rule(ALGEBRA, "slice")
 def slice_of_unslice(n):
+    """Reading back the placed slice gives it; reading beside it gives zeros (a scan's VJP
+    reads the cotangent of its stored carries, zero everywhere but the final step)."""
     (x,) = n.inputs
-    if x.op == "unslice" and dict(x.attrs)["index"] == dict(n.attrs)["index"]:
+    if x.op != "unslice":
+        return None
+    read, placed = dict(n.attrs)["index"], dict(x.attrs)["index"]
+    if read == placed:
         return x.inputs[0]
+    if any(disjoint(a, b) for a, b in zip(read, placed)):
+        return fit(constant(np.zeros((), n.dtype)), n)
     return None
+
+
+def disjoint(a: tuple, b: tuple) -> bool:
+    """Whether two unit-step ``(start, stop, step)`` ranges of fixed bounds share nothing."""
+    if a[2] != 1 or b[2] != 1 or not all(isinstance(v, int) for v in (*a[:2], *b[:2])):
+        return False
+    return a[1] <= b[0] or b[1] <= a[0]
 
 
 @rule(ALGEBRA, "sum")

@@ -215,7 +215,9 @@ def share_across_spaces(nodes: list, roots: set, same) -> None:
     for n in reversed(nodes):
         if n.op is None:
             continue
-        if id(n) not in roots and len(spaces.get(id(n), ())) > 1:
+        # a view is read through its stored input by every user: storing it would be a copy
+        # nobody reads
+        if id(n) not in roots and len(spaces.get(id(n), ())) > 1 and not is_view(n):
             roots.add(id(n))
         mine = {space_of(n, same)} if id(n) in roots else spaces.get(id(n), set())
         for x in data_inputs(n):

@@ -574,6 +574,20 @@ case("scan[two-carries,ys]", lambda x: (lambda r: sg.concatenate([r[0][0] + r[0]
      np_two_carries, U(4, 3))
 
 
+def np_reverse(x, w):
+    h, ys = np.ones(3, x.dtype), [None] * len(x)
+    for t in reversed(range(len(x))):
+        h = np.sin(h * w + x[t])
+        ys[t] = h * x[t]
+    return np.concatenate([h, np.stack(ys).ravel()])
+
+
+case("scan[reverse,ys]", lambda x, w: (lambda r: sg.concatenate([r[0], r[1].reshape(-1)]))(
+    sg.scan(lambda h, xt: (sg.sin(h * w + xt), sg.sin(h * w + xt) * xt),
+            sg.constant(np.ones(3, x.dtype)), x, reverse=True)),
+     np_reverse, U(4, 3), U(3))
+
+
 def np_fori(x):
     for i in range(4):
         x = np.sin(x) * 1.5 + i * 0.1

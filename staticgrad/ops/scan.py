@@ -4,8 +4,10 @@
 (JAX's ``lax.scan``). The body is traced once on placeholders; outer values it reads (weights)
 become inputs of the ``scan`` node, so one node stands for the whole loop however long it is.
 The node's value packs the carries at every step (``T + 1`` of them: the VJP needs them) and
-the stacked ``y``; ``scan`` returns views of the pieces. Its VJP is another ``scan``, run
-backwards over the stored carries, so gradients of gradients work too. The NumPy reference
+the stacked ``y``; ``scan`` returns views of the pieces. ``reverse=True`` walks the steps from
+the last to the first (the carry after step ``t`` is stored at ``t``, the initial one at ``T``).
+Its VJP is a scan the other way over the stored carries, with no flipped copies, so gradients
+of gradients work too. The NumPy reference
 loops in Python; the numba backend compiles the body's kernels once and calls them from one
 compiled loop.
 """
@@ -19,7 +21,7 @@ import numpy as np
 from .. import shapes as sh
 from ..tensor import Tensor, as_tensor, build_error, constant, placeholder, toposort
 from . import Kind, apply, defop
-from .movement import flip, reshape, slice_
+from .movement import reshape, slice_
 
 __all__ = ["scan", "fori_loop"]
 
@@ -43,15 +45,15 @@ class Body:
                 f"{nodes} nodes>")
 
 
-def scan_shape(shapes, body: Body, length: int):
+def scan_shape(shapes, body: Body, length: int, reverse: bool = False):
     return (max((stop for _, stop, _, _ in pieces(body, length)), default=0),)
 
 
-def scan_dtype(dtypes, body: Body, length: int):
+def scan_dtype(dtypes, body: Body, length: int, reverse: bool = False):
     return body.outputs[0].dtype if body.outputs else np.dtype(np.float64)
 
 
-def scan_reference(*arrays, body: Body, length: int, evaluate=None):
+def scan_reference(*arrays, body: Body, length: int, reverse: bool = False, evaluate=None):
     """Python's loop over the body, evaluated node by node."""
     if evaluate is None:
         from ..backends.reference import evaluate  # the body runs on the reference
@@ -60,7 +62,7 @@ def scan_reference(*arrays, body: Body, length: int, evaluate=None):
     xs, consts = arrays[nc:nc + nx], arrays[nc + nx:]
     nodes = toposort(body.outputs)
     history, ys = [[c] for c in carry], [[] for _ in body.ys]
-    for t in range(length):
+    for t in (reversed(range(length)) if reverse else range(length)):
         feeds = {id(p): v for p, v in zip(body.carries, carry)}
         feeds.update({id(p): np.asarray(x)[t] for p, x in zip(body.xs, xs)})
         feeds.update({id(p): v for p, v in zip(body.consts, consts)})
@@ -72,8 +74,9 @@ def scan_reference(*arrays, body: Body, length: int, evaluate=None):
         for j, y in enumerate(outs[nc:]):
             ys[j].append(y)
     dtype = scan_dtype(None, body, length)
-    pieces = [np.stack(h).reshape(-1) for h in history] + \
-        [np.stack(y).reshape(-1) if y else np.zeros(0, dtype) for y in ys]
+    order = (lambda steps: steps[::-1]) if reverse else (lambda steps: steps)
+    pieces = [np.stack(order(h)).reshape(-1) for h in history] + \
+        [np.stack(order(y)).reshape(-1) if y else np.zeros(0, dtype) for y in ys]
     return np.concatenate(pieces).astype(dtype) if pieces else np.zeros(0, dtype)
 
 
@@ -95,9 +98,11 @@ def unpack(packed: Tensor, body: Body, length: int) -> tuple:
     return out[:len(body.carries)], out[len(body.carries):]
 
 
-def scan_vjp(g, y, *inputs, body: Body, length: int):
-    """The reverse scan: walks the stored carries backwards, carrying the carries' cotangent
-    and the captured values' gradient sums; each step's x gradient is stacked."""
+def scan_vjp(g, y, *inputs, body: Body, length: int, reverse: bool = False):
+    """A scan the other way: walks the stored carries back, carrying the carries' cotangent
+    and the captured values' gradient sums; each step's x gradient is stacked. Step ``t``
+    read the carry stored at ``t`` (at ``t + 1`` when ``reverse``), so the backward scan reads
+    the history, the xs and the cotangents in place, each at its own step."""
     nc, nx = len(body.carries), len(body.xs)
     xs, consts = inputs[nc:nc + nx], inputs[nc + nx:]
     if y.dtype.kind != "f":
@@ -122,14 +127,14 @@ def scan_vjp(g, y, *inputs, body: Body, length: int):
         new_sums = [s + gk for s, gk in zip(sums, step[nc + n_x:])]
         return tuple(new_carry + new_sums), tuple(step[nc:nc + n_x])
 
-    init = [gh[length] for gh in g_history]
+    read = slice(1, length + 1) if reverse else slice(0, length)   # the carry step t read
+    init = [gh[0 if reverse else length] for gh in g_history]
     init += [constant(np.zeros(consts[k].dims, consts[k].dtype)) for k in floats]
-    xs_back = [flip(h[:length], 0) for h in history] + \
-        [flip(x, 0) for x in xs] + \
-        [flip(gy, 0) for gy in g_ys] + [flip(gh[:length], 0) for gh in g_history]
-    final, g_xs = scan(back, tuple(init), tuple(xs_back), length=length)
+    xs_back = [h[read] for h in history] + list(xs) + list(g_ys) + \
+        [gh[read] for gh in g_history]
+    final, g_xs = scan(back, tuple(init), tuple(xs_back), length=length, reverse=not reverse)
     final = list(final)
-    g_xs = iter(flip(gx, 0) for gx in g_xs)
+    g_xs = iter(g_xs)
     g_consts = dict(zip(floats, final[nc:]))
     return [*final[:nc], *[next(g_xs) if x.dtype.kind == "f" else None for x in xs],
             *[g_consts.get(k) for k in range(len(consts))]]
@@ -159,7 +164,7 @@ def substitute(outputs: list, mapping: dict) -> list:
 def scan_emit(node: Tensor, code) -> list:
     """One compiled loop: the body's kernels, compiled once, called T times on views."""
     attrs = dict(node.attrs)
-    body, length = attrs["body"], attrs["length"]
+    body, length, reverse = attrs["body"], attrs["length"], attrs.get("reverse", False)
     nc, nx = len(body.carries), len(body.xs)
     out = code.array(node)
     ins = [code.array(x) for x in node.inputs]
@@ -168,15 +173,19 @@ def scan_emit(node: Tensor, code) -> list:
         name = code.fresh("h" if carry else "y")
         lines.append(f"{name} = {out}[{start}:{stop}].reshape(({', '.join(map(str, shape))},))")
         (history if carry else ys).append(name)
+    first = length if reverse else 0
     for h, x, b in zip(history, ins[:nc], body.carries):
-        lines += code.copy(f"{h}[0]", x, int(sh.size(b.dims))) if b.ndim else [f"{h}[0] = {x}[()]"]
+        lines += code.copy(f"{h}[{first}]", x, int(sh.size(b.dims))) if b.ndim else \
+            [f"{h}[{first}] = {x}[()]"]
     t = code.fresh("t")
-    feeds = {id(p): f"{h}[{t}]" for p, h in zip(body.carries, history)}
+    read, write = (f"{t} + 1", t) if reverse else (t, f"{t} + 1")
+    feeds = {id(p): f"{h}[{read}]" for p, h in zip(body.carries, history)}
     feeds.update({id(p): f"{x}[{t}]" for p, x in zip(body.xs, ins[nc:nc + nx])})
     feeds.update({id(p): x for p, x in zip(body.consts, ins[nc + nx:])})
-    targets = [f"{h}[{t} + 1]" for h in history] + [f"{y}[{t}]" for y in ys]
+    targets = [f"{h}[{write}]" for h in history] + [f"{y}[{t}]" for y in ys]
     before, step = code.subgraph(list(body.outputs), feeds, targets)
-    return lines + before + [f"for {t} in range({length}):"] + \
+    steps = f"range({length} - 1, -1, -1)" if reverse else f"range({length})"
+    return lines + before + [f"for {t} in {steps}:"] + \
         ["    " + line for line in step or ["pass"]]
 
 
@@ -191,12 +200,14 @@ def as_tuple(value) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def scan(step: Callable, init, xs=None, length: int | None = None):
+def scan(step: Callable, init, xs=None, length: int | None = None, reverse: bool = False):
     """``(final carry, stacked ys)`` of ``carry, y = step(carry, x)`` for each ``x`` along
     the leading axis of ``xs`` (a tensor, a tuple of tensors, or ``None`` with ``length``), as
     JAX's ``lax.scan``. ``init`` and the carry are a tensor or a tuple of tensors of the same
     shapes; ``y`` may be ``None``. The body is built once, whatever the length; outer tensors it
-    reads are captured. Shapes must be known when the graph is built.
+    reads are captured. ``reverse=True`` runs the steps from the last to the first, and stacks
+    each y at its own step, as ``lax.scan(..., reverse=True)``. Shapes must be known when the
+    graph is built.
 
     >>> import numpy as np, staticgrad as sg
     >>> x = sg.placeholder((5, 3), name="x")
@@ -238,9 +249,10 @@ def scan(step: Callable, init, xs=None, length: int | None = None):
         raise build_error(TypeError(f"carries and ys must share one dtype, got {dtypes}"),
                           "scan", every)
     body, captured = trace(carries, x_ph, new_carry + ys, len(ys))
-    node = apply("scan", [*init_t, *xs_t, *captured], body=body, length=int(length))
+    node = apply("scan", [*init_t, *xs_t, *captured], body=body, length=int(length),
+                 reverse=bool(reverse))
     history, stacked = unpack(node, body, int(length))
-    final = tuple(h[int(length)] for h in history)
+    final = tuple(h[0 if reverse else int(length)] for h in history)
     ys_out = tuple(stacked)
     return (final[0] if single_carry else final), \
         (None if result[1] is None else ys_out[0] if not isinstance(result[1], (list, tuple))
