@@ -31,6 +31,9 @@ class Plan:
     shapes: dict   # id(node) -> concrete shape
     prepared: bool = False
     called: bool = False    # the backend times the first call (compiles happen there)
+    # the backend's fast path, made after the first call: ``steady(*arrays)`` returns what
+    # ``program.run(arrays, plan)`` would
+    steady: object = None
 
 
 class Function:
@@ -91,16 +94,22 @@ class Function:
         return self.program.source
 
     def prepare_call(self, args: tuple) -> tuple:
-        """``(arrays, plan)`` for a call: arguments checked and cast (C-contiguous, of each
-        placeholder's dtype), and the plan of their shapes (made on the first call with them)."""
+        """``(arrays, plan)`` for a call: arguments checked and cast (aligned, writeable,
+        C-contiguous, of each placeholder's dtype), and the plan of their shapes (made on the
+        first call with them)."""
         if len(args) != len(self.inputs):
             names = ", ".join(repr(p.name or f"input {k}") for k, p in enumerate(self.inputs))
             raise TypeError(f"this function takes {len(self.inputs)} argument(s) ({names}), "
                             f"got {len(args)}")
-        # a call costs microseconds: the common case (right arrays) takes one test per argument
-        arrays = [a if type(a) is np.ndarray and a.dtype is d and a.flags.c_contiguous
-                  else coerce(a, p) for a, p, d in zip(args, self.inputs, self._dtypes)]
-        key = tuple([a.shape for a in arrays])
+        # a call costs microseconds: the common case (right arrays) takes three tests an argument
+        arrays, shapes = args, []
+        for a, d in zip(args, self._dtypes):
+            if type(a) is not np.ndarray or a.dtype is not d or not a.flags.carray:
+                arrays = [coerce(a, p) for a, p in zip(args, self.inputs)]
+                shapes = [a.shape for a in arrays]
+                break
+            shapes.append(a.shape)
+        key = tuple(shapes)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = make_plan(self.graph.nodes, self.inputs, key)
@@ -108,6 +117,35 @@ class Function:
 
     def __call__(self, *args):
         arrays, plan = self.prepare_call(args)
+        return self.execute(arrays, plan)
+
+    def unchecked(self, *args):
+        """Call without checking or converting the arguments, for a hot loop whose inputs are
+        known to be right: each an aligned, writeable, C-contiguous ``np.ndarray`` of its
+        placeholder's dtype. A shape not seen before is checked as in a normal call; any
+        other wrong argument gives wrong results or crashes the process.
+
+        >>> import numpy as np, staticgrad as sg
+        >>> x = sg.placeholder((None,), name="x")
+        >>> f = sg.function([x], sg.sum(x * x), backend="numpy")
+        >>> a = np.array([1.0, 2.0])
+        >>> float(f(a)), float(f.unchecked(a))
+        (5.0, 5.0)
+        """
+        plan = self._plans.get(tuple([a.shape for a in args]))
+        if plan is None:
+            return self(*args)
+        return self.execute(args, plan)
+
+    def execute(self, arrays, plan):
+        """Run checked arrays with their plan: outputs, then the updates, written only once
+        the whole call has succeeded."""
+        if not self._parameters and not self.updates:   # nothing to lock or update
+            steady = plan.steady
+            results = steady(*arrays) if steady is not None else self.program.run(arrays, plan)
+            if self.check_finite or anomaly.anomaly_enabled():
+                anomaly.check_results(self, arrays, plan, results)
+            return results[0] if self.single else results
         # A call reads parameters and then overwrites some in place: calls that update a
         # parameter are serialized with every call that reads or updates it, so each update
         # is applied exactly once and no call sees half of one. Parameters nobody updates
@@ -244,8 +282,9 @@ def coerce(arg, p: Tensor) -> np.ndarray:
             raise TypeError(f"placeholder {p.name!r}: got {array.dtype} data, which does not "
                             f"cast safely (same_kind) to {p.dtype}")
         array = array.astype(p.dtype)
-    # not np.ascontiguousarray: it turns a 0-d array into a 1-d one
-    return array if array.flags.c_contiguous else np.require(array, requirements="C")
+    # not np.ascontiguousarray: it turns a 0-d array into a 1-d one. Aligned and writeable
+    # too: a read-only array is another type to Numba (a compile of its own)
+    return array if array.flags.carray else np.require(array, requirements="CAW")
 
 
 def make_plan(nodes: Sequence[Tensor], placeholders: Sequence[Tensor], arg_shapes) -> Plan:

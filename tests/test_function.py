@@ -184,6 +184,47 @@ def test_read_only_and_strided_arguments(basic):
     np.testing.assert_allclose(out[3], x * y)
 
 
+def test_later_calls_give_the_first_calls_results(basic):
+    """After a plan's first call the backend runs a faster path: same values, fresh arrays."""
+    first = [np.array(v) for v in basic.f(*args(3, 5))]
+    held = basic.f(*args(3, 5))
+    for _ in range(3):
+        again = basic.f(*args(3, 5))
+        for v, e in zip(again, first):
+            np.testing.assert_array_equal(v, e)
+    for v, e in zip(held, first):      # a held result is never overwritten
+        np.testing.assert_array_equal(v, e)
+    x, y, n = args(3, 5)
+    x.flags.writeable = False          # read-only after the fast path exists
+    for v, e in zip(basic.f(x, y, n), expected(x, y, n)):
+        np.testing.assert_allclose(v, e, rtol=1e-6)
+
+
+def test_unchecked_equals_a_checked_call(basic):
+    x, y, n = args(2, 4)
+    checked = basic.f(x, y, n)
+    for v, e in zip(basic.f.unchecked(x, y, n), checked):
+        np.testing.assert_array_equal(v, e)
+    np.testing.assert_array_equal(basic.f_single.unchecked(x, y, n), basic.f_single(x, y, n))
+
+
+def test_unchecked_checks_a_shape_it_has_not_seen(basic):
+    x, y, n = args(7, 2)
+    for v, e in zip(basic.f.unchecked(x, y, n), expected(x, y, n)):
+        np.testing.assert_allclose(v, e, rtol=1e-6)
+    with pytest.raises(ValueError, match="placeholder 'y'"):
+        basic.f.unchecked(x, np.ones(4, np.float32), n)
+
+
+def test_unchecked_applies_updates(backend):
+    w = sg.parameter(np.float64(1.0), name="w")
+    x = sg.placeholder((), name="x")
+    step = sg.function([x], w * x, updates=[(w, w + x)], backend=backend)
+    step(np.array(2.0))
+    assert float(step.unchecked(np.array(2.0))) == 6.0
+    assert float(w.value) == 5.0
+
+
 # -- compile-time checks -----------------------------------------------------------------------
 def test_unlisted_placeholder_is_an_error_at_compile_time(backend):
     x = sg.placeholder((None, 3), name="x")

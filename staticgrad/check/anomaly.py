@@ -54,8 +54,9 @@ def detect_anomaly():
         _anomaly.reset(token)
 
 
-def anomaly_enabled() -> bool:
-    return _anomaly.get()
+# whether anomaly mode is on in this context: checked on every call, so the contextvar's own
+# method (no Python frame)
+anomaly_enabled = _anomaly.get
 
 
 # -- anomaly mode ----------------------------------------------------------------------------
