@@ -56,9 +56,9 @@ def matmul_emit(node: Tensor, code) -> list:
                 f"    for {k} in range({a}.shape[-1]):",
                 f"        {out}[{q}] += {a}[{q}[:-1] + ({k},)] * {b}[{q}[:-2] + ({k}, {q}[-1])]"]
     if node.ndim == 2:
-        return [f"np.dot({a}, {b}, {out})"]
+        return [f"blas.gemm({a}, {b}, {out})"]
     return [f"for {q} in np.ndindex({out}.shape[:-2]):",
-            f"    np.dot({a}[{q}], {b}[{q}], {out}[{q}])"]
+            f"    blas.gemm({a}[{q}], {b}[{q}], {out}[{q}])"]
 
 
 defop("matmul", Kind.OPAQUE, matmul_shape, lambda dtypes: dt.ufunc_dtype(np.matmul, dtypes),

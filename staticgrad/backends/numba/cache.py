@@ -117,9 +117,11 @@ def matches(path: str, source: str) -> bool:
 
 @functools.cache
 def mathlib_digest() -> str:
-    """Generated modules call ``mathlib``; Numba's cache does not notice when it changes."""
-    digest = hashlib.sha256()
-    for name in ("mathlib.py", "mathbase.py"):
+    """Generated modules call ``mathlib`` and ``blas``; Numba's cache does not notice when
+    they change, or when ``blas`` calls another library."""
+    from .blas import PROVIDER
+    digest = hashlib.sha256(PROVIDER.encode())
+    for name in ("mathlib.py", "mathbase.py", "blas.py"):
         with open(os.path.join(os.path.dirname(__file__), name), "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:12]

@@ -33,7 +33,7 @@ import math
 import numba
 import numpy as np
 
-from staticgrad.backends.numba import mathlib
+from staticgrad.backends.numba import blas, mathlib
 '''
 
 

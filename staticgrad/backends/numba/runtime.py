@@ -104,7 +104,7 @@ class Program:
                   f'{len(nodes)} nodes, {len(self.kernels)} kernels, '
                   f'{len({c.digest for c in self.codes})} distinct."""\n'
                   "import math\n\nimport numba\nimport numpy as np\n\n"
-                  "from staticgrad.backends.numba import mathlib\n")
+                  "from staticgrad.backends.numba import blas, mathlib\n")
         self.source = listing(self.codes, graph.label, list(placeholders), self.targets, header)
         stats["kernels"] = len(self.kernels)
         stats["distinct"] = len({c.digest for c in self.codes})
