@@ -516,7 +516,7 @@ case("getitem[function]", lambda x: sg.getitem(x, (slice(None), 1)), lambda x: x
 case("getitem[labels]", lambda x, i: x[np.arange(4), i], lambda x, i: x[np.arange(4), i],
      U(4, 5), ints(4, lo=-5, hi=5))
 case("getitem[logp-labels]", lambda x, i: -sg.mean(sg.log_softmax(x)[np.arange(4), i]),
-     lambda x, i: -np.mean(np_log_softmax(x)[np.arange(4), i]), U(4, 5), ints(4))
+     lambda x, i: -np.mean(np_log_softmax(x, -1)[np.arange(4), i]), U(4, 5), ints(4))
 # (an output whose size is known only at call time cannot take an ndarray cotangent: reduce it)
 case("getitem[dynamic-slice]", lambda x: sg.sum(x[1:, ::-1] * x[:-1], axis=0),
      lambda x: np.sum(x[1:, ::-1] * x[:-1], axis=0), U(4, 3), dynamic={0: (None, 3)}, second=False)
@@ -586,6 +586,47 @@ case("scan[reverse,ys]", lambda x, w: (lambda r: sg.concatenate([r[0], r[1].resh
     sg.scan(lambda h, xt: (sg.sin(h * w + xt), sg.sin(h * w + xt) * xt),
             sg.constant(np.ones(3, x.dtype)), x, reverse=True)),
      np_reverse, U(4, 3), U(3))
+
+
+def np_bce(x, t):
+    p = 1 / (1 + np.exp(-x))
+    return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+
+case("cross_entropy", lambda x, i: sg.cross_entropy(x, i),
+     lambda x, i: -np.mean(np_log_softmax(x, -1)[np.arange(4), i]), U(4, 5), ints(4, hi=5))
+case("cross_entropy[none,large-logits]", lambda x, i: sg.cross_entropy(x * 100.0, i, "none"),
+     lambda x, i: -np_log_softmax(x * 100.0, -1)[np.arange(3), i], distinct(3, 4), ints(3, hi=4),
+     grad=None)   # values only: no overflow at logits of +-200 (gradients: the case above)
+case("binary_cross_entropy_with_logits", lambda x, t: sg.binary_cross_entropy_with_logits(x, t),
+     lambda x, t: np.mean(np_bce(x, t)), Nz(3, 4), U(3, 4, lo=0.0, hi=1.0))
+case("binary_cross_entropy_with_logits[sum]",
+     lambda x, t: sg.binary_cross_entropy_with_logits(x, t, reduction="sum"),
+     lambda x, t: np.sum(np_bce(x, t)), Nz(5), U(5, lo=0.0, hi=1.0))
+case("argmax[axis=1]", lambda x: sg.argmax(x, axis=1), lambda x: np.argmax(x, axis=1),
+     U(3, 5), grad=zeros_grad)
+case("argmax[flat,ties]", lambda x: sg.argmax(x), np.argmax, grid(3, 4), grad=zeros_grad)
+case("argmin[axis=0,ties]", lambda x: sg.argmin(x, axis=0), lambda x: np.argmin(x, axis=0),
+     grid(4, 3), grad=zeros_grad)
+case("norm", lambda x: sg.norm(x), np.linalg.norm, U(3, 4))
+case("norm[axis=1]", lambda x: sg.norm(x, axis=1), lambda x: np.linalg.norm(x, axis=1),
+     U(3, 4))
+case("norm[ord=1]", lambda x: sg.norm(x, 1, axis=0), lambda x: np.linalg.norm(x, 1, axis=0),
+     Nz(3, 4))
+case("norm[ord=inf]", lambda x: sg.norm(x, np.inf), lambda x: np.linalg.norm(x, np.inf),
+     distinct(6))
+case("split[sections]", lambda x: sg.concatenate(
+    [p * float(k + 1) for k, p in enumerate(sg.split(x, 3, axis=1))], axis=0),
+     lambda x: np.concatenate([p * (k + 1) for k, p in enumerate(np.split(x, 3, axis=1))]),
+     U(2, 6))
+case("split[indices]", lambda x: sg.concatenate(
+    [sg.sum(p, axis=0) * float(k + 1) for k, p in enumerate(sg.split(x, [1, 4]))]),
+     lambda x: np.concatenate([np.sum(p, axis=0) * (k + 1)
+                               for k, p in enumerate(np.split(x, [1, 4]))]), U(6, 2))
+case("pad", lambda x: sg.pad(x, ((1, 0), (2, 3))) * 2.0,
+     lambda x: np.pad(x, ((1, 0), (2, 3))) * 2.0, U(2, 3))
+case("pad[value]", lambda x: sg.pad(x, 1, constant_values=0.5) ** 2,
+     lambda x: np.pad(x, 1, constant_values=0.5) ** 2, U(3, 2))
 
 
 def np_fori(x):
