@@ -8,7 +8,7 @@ forward and backward together with ``function``. The pipeline, one module per st
     function composes it; inspect/ reads every stage; check/ checks them
 """
 
-from . import optim
+from . import init, optim
 from .autodiff import grad
 from .check.anomaly import AnomalyError, detect_anomaly
 from .check.gradcheck import GradcheckError, gradcheck, gradgradcheck
@@ -23,4 +23,4 @@ __version__ = "0.1.0"
 __all__ = ["grad", "function", "Function", "graph", "Graph", "Tensor", "Parameter",
            "Constant", "GradFn", "placeholder", "parameter", "constant", "cast", "REGISTRY",
            "OpDef", "detect_anomaly", "gradcheck", "gradgradcheck", "AnomalyError",
-           "GradcheckError", "custom_vjp", "CustomFunction", "optim"]
+           "GradcheckError", "custom_vjp", "CustomFunction", "optim", "init"]
