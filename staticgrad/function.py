@@ -140,21 +140,16 @@ class Function:
     def execute(self, arrays, plan):
         """Run checked arrays with their plan: outputs, then the updates, written only once
         the whole call has succeeded."""
-        if not self._parameters and not self.updates:   # nothing to lock or update
-            steady = plan.steady
-            results = steady(*arrays) if steady is not None else self.program.run(arrays, plan)
-            if self.check_finite or anomaly.anomaly_enabled():
-                anomaly.check_results(self, arrays, plan, results)
-            return results[0] if self.single else results
         # A call reads parameters and then overwrites some in place: calls that update a
         # parameter are serialized with every call that reads or updates it, so each update
         # is applied exactly once and no call sees half of one. Parameters nobody updates
         # need no lock.
-        locks = [p.lock for p in self._parameters if p.updated]
+        locks = [p.lock for p in self._parameters if p.updated] if self._parameters else ()
         for lock in locks:
             lock.acquire()
         try:
-            results = self.program.run(arrays, plan)
+            steady = plan.steady   # the backend's fast path, once the plan has run
+            results = steady(*arrays) if steady is not None else self.program.run(arrays, plan)
             if self.check_finite or anomaly.anomaly_enabled():
                 anomaly.check_results(self, arrays, plan, results)  # raises before any update
             if self.updates:

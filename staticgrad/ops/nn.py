@@ -72,6 +72,15 @@ def binary_cross_entropy_with_logits(logits, targets, reduction: str = "mean") -
     return reduce_loss(per_item, reduction, "binary_cross_entropy_with_logits")
 
 
+def static_length(x: Tensor, axis: int, name: str) -> int:
+    """The size of ``axis``, which must be known when the graph is built."""
+    length = x.dims[axis]
+    if not sh.is_static(length):
+        raise build_error(ValueError(f"axis {axis} needs a size known when the graph is "
+                                     "built"), name, [x])
+    return int(length)
+
+
 def _arg_extreme(x, axis, extreme, name: str) -> Tensor:
     """The first index along ``axis`` where ``x`` equals its extreme (ties: the first, as
     NumPy). Integers carry no gradient: ``sg.grad`` through it gives zeros."""
@@ -80,13 +89,10 @@ def _arg_extreme(x, axis, extreme, name: str) -> Tensor:
     if flat:
         x, axis = reshape(x, (-1,)), 0
     (axis,) = axes_of(x, axis, name)
-    length = x.dims[axis]
-    if not sh.is_static(length):
-        raise build_error(ValueError(f"axis {axis} needs a size known when the graph is "
-                                     "built"), name, [x])
+    length = static_length(x, axis, name)
     where_ = [1] * x.ndim
-    where_[axis] = int(length)
-    positions = constant(np.arange(int(length), dtype=np.int64).reshape(where_))
+    where_[axis] = length
+    positions = constant(np.arange(length, dtype=np.int64).reshape(where_))
     best = extreme(x, axis, keepdims=True)
     hits = where(equal(x, best), broadcast_to(positions, x.dims), np.int64(length))
     return min(hits, axis)
@@ -146,10 +152,7 @@ def split(x, indices_or_sections, axis: int = 0) -> list:
     """
     x = as_tensor(x)
     (axis,) = axes_of(x, axis, "split")
-    length = x.dims[axis]
-    if not sh.is_static(length):
-        raise build_error(ValueError(f"axis {axis} needs a size known when the graph is "
-                                     "built"), "split", [x])
+    length = static_length(x, axis, "split")
     if isinstance(indices_or_sections, (int, np.integer)):
         sections = int(indices_or_sections)
         if sections <= 0 or length % sections:

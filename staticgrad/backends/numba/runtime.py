@@ -210,9 +210,7 @@ class Program:
 
         Safe from any thread: a call takes an idle workspace of its plan (or makes one), so
         calls running at the same time never write the same memory. After a plan's first
-        call, calls go through its ``steady`` function (see ``steady_source``)."""
-        if plan.steady is not None and spent is None:
-            return plan.steady(*arrays)
+        call, ``sg.function`` calls its ``steady`` function instead (see ``steady_source``)."""
         if not plan.prepared:
             self.prepare(plan)
         try:
