@@ -80,6 +80,9 @@ class Schedule:
     roots: set                   # ids of nodes that are computed by a kernel as a unit
     locals: set                  # ids of roots kept in a register, never stored
     nodes: list
+    # id of a stored root -> (its base, offset): its buffer is ``base``'s memory from element
+    # ``offset`` on (a slice or reshape of a stored value); no kernel computes it
+    aliases: dict = field(default_factory=dict)
 
 
 def input_indices(node: Tensor, index: tuple) -> list:
@@ -146,14 +149,19 @@ def is_suffix(axes: tuple, rank: int) -> bool:
     return bool(axes) and tuple(axes) == tuple(range(rank - len(axes), rank))
 
 
-def schedule(targets: Sequence[Tensor]) -> Schedule:
-    """Choose roots, then group roots into kernels in an order that respects dependencies."""
+def schedule(targets: Sequence[Tensor], views: bool = True) -> Schedule:
+    """Choose roots, then group roots into kernels in an order that respects dependencies.
+    ``views``: stored slices and reshapes of stored values are views of their memory."""
     nodes = toposort(targets)
     same = equal_sizes(nodes)
     roots = choose_roots(nodes, targets, same)
+    aliases = choose_aliases(nodes, targets, roots) if views else {}
     kernels, home, passno = [], {}, {}
     for node in nodes:
         if id(node) not in roots:
+            continue
+        if id(node) in aliases:
+            home[id(node)] = home.get(id(aliases[id(node)][0]), 0)
             continue
         if is_opaque(node):
             kernels.append(Kernel(f"k{len(kernels)}", node.op, node.dims, [[node]]))
@@ -163,7 +171,7 @@ def schedule(targets: Sequence[Tensor]) -> Schedule:
         deps = root_reads(node, roots)
         first = max((home[id(d)] for d, _ in deps), default=0)
         for k in range(first, len(kernels)):
-            placed = join(kernels[k], node, deps, home, passno, k, same)
+            placed = join(kernels[k], node, deps, home, passno, k, same, aliases)
             if placed is not None:
                 break
         else:
@@ -180,7 +188,33 @@ def schedule(targets: Sequence[Tensor]) -> Schedule:
     local = kept_local(kernels, targets, roots, nodes)
     for kernel in kernels:
         describe(kernel, roots)
-    return Schedule(kernels, roots, local, nodes)
+    return Schedule(kernels, roots, local, nodes, aliases)
+
+
+def choose_aliases(nodes: list, targets: Sequence[Tensor], roots: set) -> dict:
+    """Stored slices and reshapes that are one contiguous run of a stored value's (or a
+    leaf's) memory, directly or through other such views: their buffer is a view of that
+    memory, so no kernel copies them (a scan's pieces, ``h[t]`` of a stored history, a
+    flattened BLAS operand). Outputs keep buffers of their own: a result never shares memory
+    with a reused buffer."""
+    target_ids = {id(t) for t in targets}
+    memory: dict = {}    # id -> (stored base, offset) where a node's elements are
+    aliases: dict = {}
+    for n in nodes:
+        found = None
+        if n.op is not None and REGISTRY[n.op].alias is not None and id(n) not in target_ids \
+                and id(n.inputs[0]) in memory:
+            offset = REGISTRY[n.op].alias(n)
+            if offset is not None:
+                base, start = memory[id(n.inputs[0])]
+                found = (base, start + offset)
+        if found is not None:
+            memory[id(n)] = found
+            if id(n) in roots:
+                aliases[id(n)] = found
+        elif n.op is None or id(n) in roots:
+            memory[id(n)] = (n, 0)
+    return aliases
 
 
 def choose_roots(nodes: list, targets: Sequence[Tensor], same) -> set:
@@ -294,7 +328,8 @@ def checks_of(node: Tensor) -> list:
     return checks(node) if checks is not None else []
 
 
-def join(kernel: Kernel, node: Tensor, deps: list, home: dict, passno: dict, k: int, same):
+def join(kernel: Kernel, node: Tensor, deps: list, home: dict, passno: dict, k: int, same,
+         aliases: dict):
     """``(pass, split)`` if ``node`` can run in ``kernel``; ``None`` if it cannot."""
     if kernel.kind != "loop" or kernel.space != space_of(node, same) or \
             len(kernel.roots) >= MAX_ROOTS:
@@ -303,6 +338,11 @@ def join(kernel: Kernel, node: Tensor, deps: list, home: dict, passno: dict, k: 
     p, split = 0, None
     for dep, idx in deps:
         if home.get(id(dep)) != k:
+            continue
+        if id(dep) in aliases:
+            # a view of memory this kernel writes: its elements are complete only after it
+            if home.get(id(aliases[id(dep)][0])) == k:
+                return None
             continue
         if is_loop_index(idx, rank) and same(dep.dims) == kernel.space:
             p = max(p, passno[id(dep)])       # same element, same pass
@@ -378,7 +418,7 @@ def describe(kernel: Kernel, roots: set) -> None:
             if id(t) in seen:
                 continue
             seen.add(id(t))
-            if t.op is None or (id(t) in roots and not top) or is_view(t):
+            if t.op is None or (id(t) in roots or is_view(t)) and not top:
                 reads.append(t)
                 continue
             stack.append((t, top, True))

@@ -150,3 +150,25 @@ def test_the_slices_of_an_unrolled_loop_are_kernels_of_one_text():
     slicing = [render_kernel(k, sched.roots, sched.locals) for k in sched.kernels
                if {n.op for n in k.nodes} <= {"slice", "reshape"}]
     assert len(slicing) >= 64 // MAX_ROOTS and len({c.digest for c in slicing}) <= 2
+
+
+def test_a_stored_slice_of_a_stored_value_is_a_view_not_a_kernel():
+    # h[2:5] is a BLAS operand, so it is stored: as a view of h's buffer, copied by nobody
+    x = sg.placeholder((6, 4), np.float32, name="x")
+    w = sg.placeholder((4, 3), np.float32, name="w")
+    v = sg.placeholder((3, 2), np.float32, name="v")
+    h = x @ w
+    sched = kernels_of(h[2:5] @ v)
+    assert [k.kind for k in sched.kernels] == ["matmul", "matmul"]
+    (base, offset), = sched.aliases.values()
+    assert base.op == "matmul" and offset == 6
+
+
+def test_strided_slices_and_outputs_are_never_views():
+    x = sg.placeholder((6, 4), np.float32, name="x")
+    w = sg.placeholder((4, 3), np.float32, name="w")
+    h = x @ w
+    every_other = kernels_of(h[::2] @ sg.placeholder((3, 2), np.float32))
+    assert not every_other.aliases and len(every_other.kernels) == 3   # a copy, then BLAS
+    as_output = kernels_of(h[2:5])          # a result: a buffer of its own, not a view
+    assert not as_output.aliases and len(as_output.kernels) == 2

@@ -69,6 +69,10 @@ class OpDef:
     broadcasts: bool = False           # inputs broadcast to the output (sizes unify)
     reads_data: bool = True            # False: only the inputs' shapes are read (numel)
     view: Callable | None = None       # (node) -> True: read through a view of its stored input
+    # (node) -> where the node's elements begin in its input's C-order memory, when they are
+    # one contiguous run of it in the same order (a reshape, a leading-axis slice), else None:
+    # stored, such a node is a view of its input's buffer, not a copy made by a kernel
+    alias: Callable | None = None
     stores: Callable | None = None     # (node) -> inputs that need a buffer of their own
     checks: Callable | None = None     # (node) -> [(index tensor, axis size)] bounds-checked
     # OPAQUE: (node, code) -> lines of generated code (``code`` names arrays and sizes)

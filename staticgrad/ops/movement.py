@@ -45,7 +45,8 @@ def reshape_index(node: Tensor, index: tuple) -> list:
 defop("reshape", Kind.MOVEMENT, reshape_shape, same_dtype,
       lambda x, shape: np.reshape(x, shape), lambda g, y, x, shape: [reshape(g, x.dims)],
       index=reshape_index, view=lambda node: not drops_or_adds_ones(node),
-      stores=lambda node: [] if drops_or_adds_ones(node) else [node.inputs[0]])
+      stores=lambda node: [] if drops_or_adds_ones(node) else [node.inputs[0]],
+      alias=lambda node: 0)
 
 
 def reshape(x, shape) -> Tensor:
@@ -195,30 +196,46 @@ def unslice_reference(g, index, shape):
     return out
 
 
+def first_index(dim, start, step: int):
+    """The index a slice of an axis of size ``dim`` starts at (``start`` as the user gave it)."""
+    if start is None:
+        return 0 if step > 0 else dim - 1
+    return dim + start if sh.is_static(start) and start < 0 else start
+
+
 def slice_index(node: Tensor, index: tuple) -> list:
     """Element ``e`` of a slice is element ``start + step * e`` of its input."""
     (x,) = node.inputs
-    out = []
-    for e, dim, (start, _, step) in zip(index, x.dims, dict(node.attrs)["index"]):
-        if start is None:
-            start = 0 if step > 0 else dim - 1
-        elif sh.is_static(start) and start < 0:
-            start = dim + start
-        out.append(e.scaled(step).shifted(start))
-    return [tuple(out)]
+    return [tuple(e.scaled(step).shifted(first_index(dim, start, step))
+                  for e, dim, (start, _, step) in zip(index, x.dims, dict(node.attrs)["index"]))]
+
+
+def slice_offset(node: Tensor):
+    """Where a slice begins in its input's memory, if it is one contiguous run of it: single
+    indices on the leading axes, then one axis of step 1, then whole axes (``h[t]``,
+    ``x[a:b]``, ``x[2, 1:3, :]``); else ``None``."""
+    (x,) = node.inputs
+    offset, stride, partial = 0, 1, False
+    for dim, length, (start, _, step) in reversed(list(zip(x.dims, node.dims,
+                                                            dict(node.attrs)["index"]))):
+        first = first_index(dim, start, step)
+        if partial and length != 1:     # several elements of an axis left of a partial one
+            return None
+        if not (first == 0 and length == dim and (step == 1 or length == 1)):
+            if length != 1 and step != 1:
+                return None
+            partial = True
+        offset = offset + first * stride
+        stride = stride * dim
+    return offset
 
 
 def unslice_emit(node: Tensor, code) -> list:
     """Zeros, then the slice's elements where ``slice`` read them."""
     out, g = code.array(node), code.array(node.inputs[0])
     attrs = dict(node.attrs)
-    where_ = []
-    for k, (dim, (start, _, step)) in enumerate(zip(attrs["shape"], attrs["index"])):
-        if start is None:
-            start = 0 if step > 0 else dim - 1
-        elif sh.is_static(start) and start < 0:
-            start = dim + start
-        where_.append(f"{code.dim(start)} + {step} * i{k}")
+    where_ = [f"{code.dim(first_index(dim, start, step))} + {step} * i{k}"
+              for k, (dim, (start, _, step)) in enumerate(zip(attrs["shape"], attrs["index"]))]
     return [f"{out}.fill(0)", *code.each(node.inputs[0].dims, lambda i: [
         f"{out}[{', '.join(where_)}] = {g}[{', '.join(i)}]"])]
 
@@ -226,7 +243,7 @@ def unslice_emit(node: Tensor, code) -> list:
 defop("slice", Kind.MOVEMENT, slice_shape, same_dtype,
       lambda x, index: x[as_slices(index)],
       lambda g, y, x, index: [apply("unslice", [g], index=index, shape=x.dims)],
-      index=slice_index)
+      index=slice_index, alias=slice_offset)
 defop("unslice", Kind.OPAQUE, unslice_shape, same_dtype, unslice_reference,
       lambda g, y, x, index, shape: [slice_(g, index)], emit=unslice_emit)
 

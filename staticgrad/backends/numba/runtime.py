@@ -69,25 +69,36 @@ class Program:
         self.kernels = sched.kernels
         nodes = graph.nodes
         self.params = [n for n in nodes if n.leaf == "parameter"]
-        stored = [n for n in nodes if id(n) in sched.roots and id(n) not in sched.locals]
+        stored = [n for n in nodes if id(n) in sched.roots and id(n) not in sched.locals
+                  and id(n) not in sched.aliases]
         output_ids = {id(t) for t in self.targets}
         self.outputs = [n for n in stored if id(n) in output_ids]
         self.temps = [n for n in stored if id(n) not in output_ids]
         with timed(seconds, "codegen"):
             self.codes = [render_kernel(k, sched.roots, sched.locals) for k in self.kernels]
-        # slots: arguments, parameters, outputs (filled per call), then constants, temporaries
+        # slots: arguments, parameters, outputs, views of those (filled per call), then
+        # constants, temporaries and views of those (made once per workspace)
         fixed = list(placeholders) + self.params + self.outputs
         self.slot = {id(n): k for k, n in enumerate(fixed)}
-        self.per_call = len(fixed)
+        aliases = [(n, *sched.aliases[id(n)]) for n in nodes if id(n) in sched.aliases]
+        self.call_views = [a for a in aliases if id(a[1]) in self.slot]
+        self.space_views = [a for a in aliases if id(a[1]) not in self.slot]
+        for alias, _, _ in self.call_views:
+            self.slot[id(alias)] = len(self.slot)
+        self.per_call = len(self.slot)
         self.nothing = [None] * self.per_call
         self.consts = []
-        for code in self.codes:
-            for n in code.arrays + [i for i, _, _ in checks(code.kernel)]:
-                if n.leaf == "constant" and id(n) not in self.slot:
-                    self.slot[id(n)] = len(self.slot)
-                    self.consts.append(n)
+        bases = [base for _, base, _ in self.space_views]
+        for n in [n for code in self.codes for n in code.arrays] + bases + \
+                [i for code in self.codes for i, _, _ in checks(code.kernel)]:
+            if n.leaf == "constant" and id(n) not in self.slot:
+                self.slot[id(n)] = len(self.slot)
+                self.consts.append(n)
         for t in self.temps:
             self.slot[id(t)] = len(self.slot)
+        for alias, _, _ in self.space_views:
+            self.slot[id(alias)] = len(self.slot)
+        self.base = {id(alias): base for alias, base, _ in aliases}
         with timed(seconds, "import"):
             self.steps = [Step(code, [self.slot[id(n)] for n in code.arrays],
                                [(self.slot[id(i)], size, message)
@@ -105,7 +116,8 @@ class Program:
                   f'{len({c.digest for c in self.codes})} distinct."""\n'
                   "import math\n\nimport numba\nimport numpy as np\n\n"
                   "from staticgrad.backends.numba import blas, mathlib\n")
-        self.source = listing(self.codes, graph.label, list(placeholders), self.targets, header)
+        self.source = listing(self.codes, graph.label, list(placeholders), self.targets, header,
+                              aliases)
         stats["kernels"] = len(self.kernels)
         stats["distinct"] = len({c.digest for c in self.codes})
         self.lock = threading.Lock()   # held while a plan's layout is worked out
@@ -117,11 +129,9 @@ class Program:
             for r in kernel.writes:
                 first.setdefault(id(r), k)
             for r in kernel.reads:
-                # a reshape view is read through its input's buffer in loops, but from its own
-                # buffer where it is stored (a BLAS operand): both stay alive
-                last[id(r)] = k
-                if is_view(r):
-                    last[id(r.inputs[0])] = k
+                # a reshape view is read through its input's buffer; an alias is its base's
+                for m in (r, r.inputs[0]) if is_view(r) else (r,):
+                    last[id(self.base.get(id(m), m))] = k
         return [(first[id(t)], last.get(id(t), first[id(t)])) for t in self.temps]
 
     def threads_of(self, code):
@@ -176,8 +186,17 @@ class Program:
                 offsets.append(block[0])
             plan.off = np.array(offsets, np.int64)
             plan.arena_sizes = ends
+            plan.call_views = [self.view_of(a, plan) for a in self.call_views]
+            plan.space_views = [self.view_of(a, plan) for a in self.space_views]
             plan.pool = []          # idle workspaces of this plan
             plan.prepared = True    # last: other threads read the fields above once it is set
+
+    def view_of(self, alias: tuple, plan) -> tuple:
+        """``(base slot, start, stop, shape)`` of an alias for a plan's sizes."""
+        node, base, offset = alias
+        start = int(sh.evaluate(offset, plan.env))
+        shape = plan.shapes[id(node)]
+        return self.slot[id(base)], start, start + int(np.prod(shape)), shape
 
     def workspace(self, plan) -> Workspace:
         """Fresh memory for calls of ``plan``: its own arenas, with a view per temporary."""
@@ -187,6 +206,8 @@ class Program:
             shape = plan.shapes[id(t)]
             count = int(np.prod(shape))
             slots.append(arenas[t.dtype][offset:offset + count].reshape(shape))
+        for base, start, stop, shape in plan.space_views:
+            slots.append(slots[base].reshape(-1)[start:stop].reshape(shape))
         return Workspace(slots, [None] * len(self.outputs))
 
     def picks(self, placeholders: Sequence[Tensor]) -> list:
@@ -244,7 +265,11 @@ class Program:
             if outs[k] is None or sys.getrefcount(outs[k]) > 2:
                 outs[k] = np.empty(shape, dtype)
         slots = space.slots
-        slots[:self.per_call] = [*arrays, *[p._value for p in self.params], *outs]
+        slots[:self.per_call] = [*arrays, *[p._value for p in self.params], *outs,
+                                 *[None] * len(plan.call_views)]
+        for k, (base, start, stop, shape) in enumerate(plan.call_views, self.per_call -
+                                                       len(plan.call_views)):
+            slots[k] = slots[base].reshape(-1)[start:stop].reshape(shape)
         if not plan.called or spent is not None:
             return self.measured_call(plan, space, spent)
         blas_threads = plan.blas
@@ -291,16 +316,19 @@ class Program:
         """The Python that runs a plan's calls after its first: the kernels' compiled entry
         points (``K0, K1, ...``) called in order on the call's arguments (``a0, ...``), the
         parameters (``P0._value, ...``), the outputs (``o0, ...``, reused when the caller
-        dropped them) and the workspace's buffers (``s[k]``)."""
-        n_args, n_params = self.per_call - len(self.outputs) - len(self.params), len(self.params)
+        dropped them), views of those (``v0, ...``) and the workspace's buffers (``s[k]``)."""
+        n_params, n_outs = len(self.params), len(self.outputs)
+        n_args = self.per_call - n_outs - n_params - len(plan.call_views)
 
         def name(k: int) -> str:
             if k < n_args:
                 return f"a{k}"
             if k < n_args + n_params:
                 return f"P{k - n_args}._value"
-            if k < self.per_call:
+            if k < n_args + n_params + n_outs:
                 return f"o{k - n_args - n_params}"
+            if k < self.per_call:
+                return f"v{k - n_args - n_params - n_outs}"
             return f"s[{k}]"
 
         args = ", ".join(f"a{k}" for k in range(n_args))
@@ -317,6 +345,9 @@ class Program:
             lines += [f"        o{j} = last[{j}]",
                       f"        if o{j} is None or getrefcount(o{j}) > 3:",
                       f"            o{j} = last[{j}] = empty(*OUT[{j}])"]
+        for j, (base, start, stop, shape) in enumerate(plan.call_views):
+            lines.append(f"        v{j} = {name(base)}.reshape(-1)[{start}:{stop}]"
+                         f".reshape({shape})")
         if plan.blas is not None:
             lines.append(f"        before = set_threads({plan.blas})")
         for r, (step, (_, _, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):
