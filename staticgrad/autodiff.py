@@ -100,13 +100,17 @@ def differentiate(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Seque
         parts = cotangents.get(id(node))
         if node.op is None or not parts or not any(id(i) in reached for i in node.inputs):
             continue
-        rule = REGISTRY[node.op].vjp
-        if rule is None:
+        opdef = REGISTRY[node.op]
+        if opdef.vjp is None:
             continue
+        attrs = dict(node.attrs)
+        if opdef.partial_vjp:
+            attrs["needed"] = tuple(id(i) in reached and dt.is_float(i.dtype)
+                                    for i in node.inputs)
         with backward_of(node):
             g = total(parts)
             try:
-                input_grads = rule(g, node, *node.inputs, **dict(node.attrs))
+                input_grads = opdef.vjp(g, node, *node.inputs, **attrs)
             except (ValueError, TypeError) as err:
                 raise build_error(err, f"{node.op} backward", node.inputs) from None
             for x, gx in zip(node.inputs, input_grads):

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import shapes as sh
 from .ops import REGISTRY, Kind, apply, custom
+from .ops.scan import trim_histories, with_step_value
 from .tensor import Tensor, constant, derived_from, toposort
 
 Rule = Callable[[Tensor], "Tensor | None"]
@@ -42,6 +43,10 @@ def simplify(outputs: Sequence[Tensor]) -> tuple:
             stats["nodes"].append((name, len(toposort(outputs))))
         if all(a is b for a, b in zip(before, outputs)):
             break
+    trimmed = trim_histories(outputs)
+    if any(a is not b for a, b in zip(trimmed, outputs)):
+        outputs = trimmed
+        stats["nodes"].append(("histories", len(toposort(outputs))))
     return outputs, stats
 
 
@@ -336,6 +341,17 @@ def sum_of_broadcast(n):
     kept = tuple(1 if a in axes else d for a, d in enumerate(b.dims))
     out = apply("broadcast_to", [scaled], shape=kept) if scaled.dims != kept else scaled
     return out if keepdims else apply("reshape", [out], shape=n.dims)
+
+
+@rule(ALGEBRA, "scan")
+def constant_xs_into_body(n):
+    body = dict(n.attrs)["body"]
+    xs = n.inputs[len(body.carries):len(body.carries) + len(body.xs)]
+    for k, x in enumerate(xs):
+        value = const_value(x)
+        if value is not None:
+            return with_step_value(n, k, value)
+    return None
 
 
 @rule(ALGEBRA, *[op for op, d in REGISTRY.items() if d.kind is Kind.REDUCE])

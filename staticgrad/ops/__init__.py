@@ -78,6 +78,9 @@ class OpDef:
     # OPAQUE: (node, code) -> lines of generated code (``code`` names arrays and sizes)
     emit: Callable | None = None
     cost: Callable | None = None       # (node, count) -> {"flops": n, "gemm": n}; count(dims)
+    # the VJP also takes ``needed`` (a flag per input: is its gradient asked for?) and may skip
+    # the others (a scan's per-step input gradients cost a matrix product a step)
+    partial_vjp: bool = False
 
     def flops(self, node, count) -> dict:
         """Estimated work of ``node``: one flop per element of an elementwise op or of a

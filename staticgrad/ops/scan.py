@@ -20,8 +20,8 @@ import numpy as np
 
 from .. import shapes as sh
 from ..tensor import Tensor, as_tensor, build_error, constant, placeholder, toposort
-from . import Kind, apply, defop
-from .movement import reshape, slice_
+from . import REGISTRY, Kind, apply, defop
+from .movement import broadcast_to, reshape, slice_
 
 __all__ = ["scan", "fori_loop"]
 
@@ -45,15 +45,16 @@ class Body:
                 f"{nodes} nodes>")
 
 
-def scan_shape(shapes, body: Body, length: int, reverse: bool = False):
-    return (max((stop for _, stop, _, _ in pieces(body, length)), default=0),)
+def scan_shape(shapes, body: Body, length: int, reverse: bool = False, keep=None):
+    return (max((stop for _, stop, _, _ in pieces(body, length, keep)), default=0),)
 
 
-def scan_dtype(dtypes, body: Body, length: int, reverse: bool = False):
+def scan_dtype(dtypes, body: Body, length: int, reverse: bool = False, keep=None):
     return body.outputs[0].dtype if body.outputs else np.dtype(np.float64)
 
 
-def scan_reference(*arrays, body: Body, length: int, reverse: bool = False, evaluate=None):
+def scan_reference(*arrays, body: Body, length: int, reverse: bool = False, keep=None,
+                   evaluate=None):
     """Python's loop over the body, evaluated node by node."""
     if evaluate is None:
         from ..backends.reference import evaluate  # the body runs on the reference
@@ -75,80 +76,106 @@ def scan_reference(*arrays, body: Body, length: int, reverse: bool = False, eval
             ys[j].append(y)
     dtype = scan_dtype(None, body, length)
     order = (lambda steps: steps[::-1]) if reverse else (lambda steps: steps)
-    pieces = [np.stack(order(h)).reshape(-1) for h in history] + \
+    def slots(h: list) -> list:
+        """A history not kept: two slots used in turn, as the compiled loop does; slot p
+        holds the last value written at a step index of parity p (h[j] is stored at j, or at
+        T - j when the scan runs in reverse)."""
+        index = (lambda j: length - j) if reverse else (lambda j: j)
+        return [next((h[j] for j in reversed(range(len(h))) if index(j) % 2 == p), h[0])
+                for p in (0, 1)]
+
+    history = [order(h) if kept else slots(h) for h, kept in zip(history, keep or [True] * nc)]
+    pieces = [np.stack(h).reshape(-1) for h in history] + \
         [np.stack(order(y)).reshape(-1) if y else np.zeros(0, dtype) for y in ys]
     return np.concatenate(pieces).astype(dtype) if pieces else np.zeros(0, dtype)
 
 
-def pieces(body: Body, length: int):
+def pieces(body: Body, length: int, keep=None):
     """Where each piece sits in the packed value: ``(start, stop, shape, is a carry)`` for
-    each carry's history (``T + 1`` steps), then each stacked y (``T``)."""
+    each carry's history (``T + 1`` steps, or 2 used in turn where ``keep`` says it is not
+    kept), then each stacked y (``T``)."""
     at = 0
-    for node, carry in [(c, True) for c in body.carries] + [(y, False) for y in body.ys]:
-        steps = length + 1 if carry else length
+    keep = keep or (True,) * len(body.carries)
+    for k, (node, carry) in enumerate([(c, True) for c in body.carries] +
+                                      [(y, False) for y in body.ys]):
+        steps = (length + 1 if keep[k] else 2) if carry else length
         n = steps * sh.size(node.dims)
         yield at, at + n, (steps,) + node.dims, carry
         at += n
 
 
-def unpack(packed: Tensor, body: Body, length: int) -> tuple:
+def unpack(packed: Tensor, body: Body, length: int, keep=None) -> tuple:
     """``(carry histories (T+1, ...) each, ys (T, ...) each)`` as views of a packed value."""
     out = [reshape(slice_(packed, ((start, stop, 1),)), shape)
-           for start, stop, shape, _ in pieces(body, length)]
+           for start, stop, shape, _ in pieces(body, length, keep)]
     return out[:len(body.carries)], out[len(body.carries):]
 
 
-def scan_vjp(g, y, *inputs, body: Body, length: int, reverse: bool = False):
+def scan_vjp(g, y, *inputs, body: Body, length: int, reverse: bool = False, keep=None,
+             needed=None):
     """A scan the other way: walks the stored carries back, carrying the carries' cotangent
     and the captured values' gradient sums; each step's x gradient is stacked. Step ``t``
     read the carry stored at ``t`` (at ``t + 1`` when ``reverse``), so the backward scan reads
-    the history, the xs and the cotangents in place, each at its own step."""
+    the history, the xs and the cotangents in place, each at its own step. Only the gradients
+    ``needed`` (one flag per input) are computed: an RNN's weights, not its inputs."""
     nc, nx = len(body.carries), len(body.xs)
     xs, consts = inputs[nc:nc + nx], inputs[nc + nx:]
     if y.dtype.kind != "f":
         return [None] * len(inputs)
-    history, _ = unpack(y, body, length)
+    if keep is not None and not all(keep):
+        raise ValueError("cannot differentiate a scan compiled without its history")
+    needed = needed or (True,) * len(inputs)
+    history, stacked = unpack(y, body, length)
     g_history, g_ys = unpack(g, body, length)
-    floats = [k for k, c in enumerate(consts) if c.dtype.kind == "f"]
+    want_xs = [k for k, x in enumerate(xs) if x.dtype.kind == "f" and needed[nc + k]]
+    want_consts = [k for k, c in enumerate(consts) if c.dtype.kind == "f" and needed[nc + nx + k]]
 
-    cotangents, wrt, grads = body_gradient(body)
+    cotangents, grads = body_gradient(body, want_xs, want_consts)
+    # the body's outputs the gradient reads (tanh's VJP reads tanh) are read back from the
+    # stored history and ys, not computed again
+    used = {id(n) for n in toposort(grads)}
+    reused = [k for k, o in enumerate(body.outputs) if o.op is not None and id(o) in used]
+    written = slice(0, length) if reverse else slice(1, length + 1)  # the carry step t wrote
+    outs = [history[k][written] if k < nc else stacked[k - nc] for k in reused]
 
     def back(carry, x):
         g_carry, sums = carry[:nc], carry[nc:]
         c_t, x_t = x[:nc], x[nc:nc + nx]
-        gy_t, gh_t = x[nc + nx:nc + nx + body.n_ys], x[nc + nx + body.n_ys:]
+        gy_t = x[nc + nx:nc + nx + body.n_ys]
+        gh_t = x[nc + nx + body.n_ys:2 * nc + nx + body.n_ys]
+        out_t = x[2 * nc + nx + body.n_ys:]
         # the body's gradient, taken in the body's own variables (captured values are
         # independent there), then placed on this step's values
         mapping = dict(zip(map(id, body.carries + body.xs + body.consts), [*c_t, *x_t, *consts]))
         mapping.update(zip(map(id, cotangents), [*g_carry, *gy_t]))
+        mapping.update(zip((id(body.outputs[k]) for k in reused), out_t))
         step = substitute(grads, mapping)
-        n_x = len(wrt) - nc - len(floats)
+        n_x = len(want_xs)
         new_carry = [gc + gh for gc, gh in zip(step[:nc], gh_t)]
         new_sums = [s + gk for s, gk in zip(sums, step[nc + n_x:])]
         return tuple(new_carry + new_sums), tuple(step[nc:nc + n_x])
 
     read = slice(1, length + 1) if reverse else slice(0, length)   # the carry step t read
     init = [gh[0 if reverse else length] for gh in g_history]
-    init += [constant(np.zeros(consts[k].dims, consts[k].dtype)) for k in floats]
+    init += [constant(np.zeros(consts[k].dims, consts[k].dtype)) for k in want_consts]
     xs_back = [h[read] for h in history] + list(xs) + list(g_ys) + \
-        [gh[read] for gh in g_history]
+        [gh[read] for gh in g_history] + outs
     final, g_xs = scan(back, tuple(init), tuple(xs_back), length=length, reverse=not reverse)
     final = list(final)
-    g_xs = iter(g_xs)
-    g_consts = dict(zip(floats, final[nc:]))
-    return [*final[:nc], *[next(g_xs) if x.dtype.kind == "f" else None for x in xs],
+    g_xs = dict(zip(want_xs, g_xs or ()))
+    g_consts = dict(zip(want_consts, final[nc:]))
+    return [*final[:nc], *[g_xs.get(k) for k in range(nx)],
             *[g_consts.get(k) for k in range(len(consts))]]
 
 
-def body_gradient(body: Body) -> tuple:
-    """``(cotangent placeholders, what it is taken with respect to, the gradient nodes)`` of
-    the body: with respect to the carries, the float xs and the float captured values."""
+def body_gradient(body: Body, xs: list, consts: list) -> tuple:
+    """``(cotangent placeholders, the gradient nodes)`` of the body: with respect to the
+    carries, then the xs and the captured values at the positions given."""
     from ..autodiff import grad  # autodiff imports ops: this runs after both are loaded
 
     cotangents = [placeholder(o.dims, o.dtype, name=f"g{k}") for k, o in enumerate(body.outputs)]
-    wrt = [*body.carries, *[x for x in body.xs if x.dtype.kind == "f"],
-           *[c for c in body.consts if c.dtype.kind == "f"]]
-    return cotangents, wrt, list(grad(list(body.outputs), wrt, grad_outputs=cotangents))
+    wrt = [*body.carries, *[body.xs[k] for k in xs], *[body.consts[k] for k in consts]]
+    return cotangents, list(grad(list(body.outputs), wrt, grad_outputs=cotangents))
 
 
 def substitute(outputs: list, mapping: dict) -> list:
@@ -165,24 +192,31 @@ def scan_emit(node: Tensor, code) -> list:
     """One compiled loop: the body's kernels, compiled once, called T times on views."""
     attrs = dict(node.attrs)
     body, length, reverse = attrs["body"], attrs["length"], attrs.get("reverse", False)
+    keep = attrs.get("keep") or (True,) * len(body.carries)
     nc, nx = len(body.carries), len(body.xs)
     out = code.array(node)
     ins = [code.array(x) for x in node.inputs]
     history, ys, lines = [], [], []
-    for start, stop, shape, carry in pieces(body, length):
+    for start, stop, shape, carry in pieces(body, length, keep):
         name = code.fresh("h" if carry else "y")
         lines.append(f"{name} = {out}[{start}:{stop}].reshape(({', '.join(map(str, shape))},))")
         (history if carry else ys).append(name)
     first = length if reverse else 0
-    for h, x, b in zip(history, ins[:nc], body.carries):
-        lines += code.copy(f"{h}[{first}]", x, int(sh.size(b.dims))) if b.ndim else \
-            [f"{h}[{first}] = {x}[()]"]
+    for h, x, b, kept in zip(history, ins[:nc], body.carries, keep):
+        at = first if kept else first % 2
+        lines += code.copy(f"{h}[{at}]", x, int(sh.size(b.dims))) if b.ndim else \
+            [f"{h}[{at}] = {x}[()]"]
     t = code.fresh("t")
     read, write = (f"{t} + 1", t) if reverse else (t, f"{t} + 1")
-    feeds = {id(p): f"{h}[{read}]" for p, h in zip(body.carries, history)}
+
+    def step(index: str, kept: bool) -> str:    # two slots in turn for a history not kept
+        return index if kept else f"({index}) % 2"
+
+    feeds = {id(p): f"{h}[{step(read, kept)}]" for p, h, kept in zip(body.carries, history, keep)}
     feeds.update({id(p): f"{x}[{t}]" for p, x in zip(body.xs, ins[nc:nc + nx])})
     feeds.update({id(p): x for p, x in zip(body.consts, ins[nc + nx:])})
-    targets = [f"{h}[{write}]" for h in history] + [f"{y}[{t}]" for y in ys]
+    targets = [f"{h}[{step(write, kept)}]" for h, kept in zip(history, keep)] + \
+        [f"{y}[{t}]" for y in ys]
     before, step = code.subgraph(list(body.outputs), feeds, targets)
     steps = f"range({length} - 1, -1, -1)" if reverse else f"range({length})"
     return lines + before + [f"for {t} in {steps}:"] + \
@@ -190,6 +224,7 @@ def scan_emit(node: Tensor, code) -> list:
 
 
 defop("scan", Kind.OPAQUE, scan_shape, scan_dtype, scan_reference, scan_vjp, emit=scan_emit,
+      partial_vjp=True,
       cost=lambda node, count: {"flops": dict(node.attrs)["length"] * sum(
           count(n.dims) for n in toposort(dict(node.attrs)["body"].outputs) if n.op), "gemm": 0})
 
@@ -266,7 +301,7 @@ def trace(carries: list, xs: list, outputs: list, n_ys: int) -> tuple:
     order = toposort(outputs)
     inner = set(own)
     for n in order:
-        if n.op is not None and any(id(i) in inner for i in n.inputs):
+        if n.op is not None and (any(id(i) in inner for i in n.inputs) or free_view(n)):
             inner.add(id(n))
     captured: dict = {}
     for n in order + [None]:
@@ -284,6 +319,108 @@ def trace(carries: list, xs: list, outputs: list, n_ys: int) -> tuple:
             done[id(n)] = n if n.op is None else \
                 apply(n.op, [done[id(i)] for i in n.inputs], **dict(n.attrs))
     return Body(carries, xs, consts, [done[id(o)] for o in outputs], n_ys), outer
+
+
+def trim_histories(outputs: list) -> list:
+    """Scans of which nobody reads a carry's history but its last step keep two slots of it,
+    used in turn, not ``T + 1``: the gradient sums a VJP carries (a weight's gradient at every
+    step, T copies of the weight) become one running pair. A pass over a whole graph, run
+    after autodiff, when every reader of every scan is known."""
+    while True:
+        trimmed = trim_one(outputs)
+        if trimmed is None:
+            return outputs
+        outputs = trimmed
+
+
+def trim_one(outputs: list):
+    """``outputs`` with the first scan that can keep fewer steps rebuilt, or ``None``."""
+    where: dict = {}     # id of a scan or a view of one -> (scan, start, stop) in its value
+    reads: dict = {}     # id of a scan -> [(start, stop)] read of it by a node not a view
+    read_views: dict = {}
+
+    def read(t: Tensor) -> None:
+        if id(t) in where:
+            scan_node, a, b = where[id(t)]
+            reads.setdefault(id(scan_node), []).append((a, b))
+            read_views[id(t)] = t
+
+    nodes = toposort(outputs)
+    for n in nodes:
+        if n.op is None:
+            continue
+        offset = REGISTRY[n.op].alias(n) if REGISTRY[n.op].alias is not None and \
+            id(n.inputs[0]) in where else None
+        if offset is not None:
+            scan_node, a, _ = where[id(n.inputs[0])]
+            where[id(n)] = (scan_node, a + offset, a + offset + sh.size(n.dims))
+            continue
+        for i in n.inputs:
+            read(i)
+        if n.op == "scan":
+            where[id(n)] = (n, 0, n.dims[0])
+    for o in outputs:
+        read(o)
+    for n in nodes:
+        if n.op != "scan":
+            continue
+        attrs = dict(n.attrs)
+        body, length = attrs["body"], attrs["length"]
+        final = 0 if attrs.get("reverse") else length
+        old = list(pieces(body, length, attrs.get("keep")))
+        before = tuple(attrs.get("keep") or (True,) * len(body.carries))
+        keep = list(before)
+        for k, (start, stop, shape, _) in enumerate(old[:len(keep)]):
+            step = sh.size(shape[1:])
+            lo, hi = start + final * step, start + (final + 1) * step
+            if keep[k] and all(b <= start or a >= stop or lo <= a and b <= hi
+                               for a, b in reads.get(id(n), [])):
+                keep[k] = False
+        if tuple(keep) == before:
+            continue
+        new = apply("scan", list(n.inputs), **{**attrs, "keep": tuple(keep)})
+        fresh = list(pieces(body, length, keep))
+
+        def moved(a: int) -> int:
+            """Where element ``a`` of the old value is in the new one."""
+            for k, ((start, stop, shape, carry), (begin, _, _, _)) in enumerate(zip(old, fresh)):
+                if start <= a < stop:
+                    if carry and not keep[k]:
+                        step = sh.size(shape[1:])
+                        return begin + ((a - start) // step) % 2 * step + (a - start) % step
+                    return begin + a - start
+            return 0    # an empty view
+
+        mapping = {id(v): reshape(slice_(new, ((moved(a), moved(a) + b - a, 1),)), v.dims)
+                   for v in read_views.values()
+                   for scan_node, a, b in [where[id(v)]] if scan_node is n}
+        return substitute(outputs, mapping)
+    return None
+
+
+def free_view(node: Tensor) -> bool:
+    """A transpose or reshape of an outer value stays in the body (its base is captured):
+    redone each step it costs nothing (a BLAS operand's transpose flag, an index map, a view),
+    while hoisted out it would be a copy made by a kernel of its own (``W.T`` in a VJP)."""
+    return node.op == "transpose" or \
+        node.op is not None and REGISTRY[node.op].alias is not None and \
+        REGISTRY[node.op].alias(node) == 0
+
+
+def with_step_value(node: Tensor, k: int, value) -> Tensor:
+    """The scan ``node`` with its ``k``-th xs, a constant ``value`` at every step, dropped
+    and the constant put in the body instead (a zero cotangent in a VJP): no array of T
+    copies is made, and the body's rewrites fold the constant away."""
+    attrs = dict(node.attrs)
+    body = attrs["body"]
+    nc = len(body.carries)
+    step = body.xs[k]
+    fill = broadcast_to(constant(np.asarray(value, step.dtype)), step.dims)
+    outputs = substitute(list(body.outputs), {id(step): fill})
+    body = Body(body.carries, body.xs[:k] + body.xs[k + 1:], body.consts, outputs, body.n_ys)
+    inputs = list(node.inputs)
+    del inputs[nc + k]
+    return apply("scan", inputs, **{**attrs, "body": body})
 
 
 def fori_loop(lower: int, upper: int, body_fun: Callable, init_val):
