@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import shapes as sh
 from ..tensor import Tensor, as_tensor, build_error, constant
-from . import cast
+from . import apply, cast
 from .composite import axes_of, log_softmax, mean, named, one_hot
 from .elementwise import abs, equal, exp, log1p, maximum, sqrt, where
 from .movement import broadcast_to, concatenate, reshape, slice_
@@ -183,7 +183,23 @@ def pad(x, pad_width, constant_values=0) -> Tensor:
     if any(w < 0 for pair in widths for w in pair):
         raise build_error(ValueError(f"pad widths must not be negative, got {pad_width}"),
                           "pad", [x])
-    fill = constant(np.asarray(constant_values, x.dtype))
+    fill = np.asarray(constant_values, x.dtype)
+    padded = [a for a, pair in enumerate(widths) if any(pair)]
+    if all(sh.is_static(x.dims[a]) for a in padded):
+        # one kernel: zeros with x inside (unslice, whose adjoint is the slice), plus a
+        # constant border that broadcasts along the axes that are not padded
+        dims = tuple(x.dims[a] + builtins.sum(widths[a]) if a in padded else x.dims[a]
+                     for a in range(x.ndim))
+        index = tuple((before, before + x.dims[a], 1) if a in padded else (None, None, 1)
+                      for a, (before, _) in enumerate(widths))
+        out = apply("unslice", [x], index=index, shape=dims)
+        if fill != 0:
+            inside = np.zeros(tuple(d if a in padded else 1 for a, d in enumerate(dims)), bool)
+            inside[tuple(slice(*index[a][:2]) if a in padded else slice(None)
+                         for a in range(x.ndim))] = True
+            out = out + constant(np.where(inside, 0, fill).astype(x.dtype))
+        return out
+    fill = constant(fill)
     out = x
     for axis, (before, after) in enumerate(widths):
         parts = []
