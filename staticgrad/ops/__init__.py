@@ -257,6 +257,7 @@ from .linalg import *  # noqa: E402,F401,F403
 from .movement import *  # noqa: E402,F401,F403
 from .nn import *  # noqa: E402,F401,F403
 from .operators import install  # noqa: E402
+from .random import *  # noqa: E402,F401,F403
 from .reduce import *  # noqa: E402,F401,F403
 from .scan import *  # noqa: E402,F401,F403
 
