@@ -143,7 +143,7 @@ def test_selection():
         select(["tensorflow"])
     assert [w.name for w in parse(["--workload", "w1,W3"]).workloads] == ["W1", "W3"]
     with pytest.raises(SystemExit):
-        parse(["--workload", "W9"])
+        parse(["--workload", "W42"])
 
 
 # --- quick runs, end to end ------------------------------------------------------------------
