@@ -110,7 +110,9 @@ def bench_one(system: System, workload: Workload, data: dict, reference: list,
               settings: timing.Settings, quick: bool) -> dict:
     """Build, check and time one system on one workload: one row of the table."""
     row = {"system": system.name, "label": system.label}
-    builder = system.load().BUILDERS[workload.name]
+    builder = system.load().BUILDERS.get(workload.name)
+    if builder is None:
+        return dict(row, status="not written", reason=f"no {workload.name} builder")
     try:
         runner, row["build_s"] = timing.timed(lambda: builder(data, **system.options))
         outputs, row["first_call_s"] = timing.timed(runner.check)

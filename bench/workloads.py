@@ -159,6 +159,37 @@ def w6_traffic(d: dict) -> tuple[int, int]:
     return 3 * d["x"].nbytes + 4 * d["gamma"].nbytes, 0
 
 
+# --- W9: the digits CNN of examples/digits_cnn.py: loss and gradients of a training step -----
+
+def w9_data(quick: bool) -> dict:
+    n = 8 if quick else 64
+    rng = _rng("W9")
+
+    def uniform(bound, *shape):   # PyTorch's default initialization for these layers
+        return rng.uniform(-bound, bound, shape).astype(np.float32)
+
+    return dict(x=rng.uniform(0, 1, (n, 1, 8, 8)).astype(np.float32),
+                labels=rng.integers(0, 10, n).astype(np.int64),
+                w1=uniform(1 / 3, 16, 1, 3, 3), b1=uniform(1 / 3, 16),
+                w2=uniform(1 / 12, 32, 16, 3, 3), b2=uniform(1 / 12, 32),
+                w3=uniform(512 ** -0.5, 10, 512), b3=uniform(512 ** -0.5, 10))
+
+
+def w9_reference(d: dict) -> list:
+    d = _f64(d)
+    return list(hand.digits_cnn(*(d[k] for k in hand.CNN_INPUTS)))
+
+
+def w9_traffic(d: dict) -> tuple[int, int]:
+    n = d["x"].shape[0]
+    params = sum(d[k].nbytes for k in ("w1", "b1", "w2", "b2", "w3", "b3"))
+    positions = n * 8 * 8
+    conv1, conv2, linear = 2 * positions * 16 * 9, 2 * positions * 32 * 144, 2 * n * 512 * 10
+    # forward; backward: weight gradients of all three, input gradients of conv2 and linear
+    flops = (conv1 + conv2 + linear) + (conv1 + 2 * conv2 + 2 * linear)
+    return d["x"].nbytes + d["labels"].nbytes + 2 * params, flops
+
+
 WORKLOADS: dict[str, Workload] = {w.name: w for w in [
     Workload("W1", "two-layer MLP training step (PyTorch tutorial), SGD update inside",
              np.dtype(np.float32), ("loss", "w1 step", "w2 step"),
@@ -178,6 +209,11 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
     Workload("W6", "layer norm over the last axis, loss sum(y * R), grads wrt x, gamma, beta",
              np.dtype(np.float32), ("loss", "grad x", "grad gamma", "grad beta"),
              w6_data, w6_reference, w6_traffic),
+    Workload("W9", "digits CNN (conv 3x3 x2, max pool, linear; batch 64 of 1x8x8), "
+             "cross-entropy, grads wrt its 6 parameters",
+             np.dtype(np.float32), ("loss", "grad w1", "grad b1", "grad w2", "grad b2",
+                                    "grad w3", "grad b3"),
+             w9_data, w9_reference, w9_traffic),
 ]}
 
 # largest error, relative to the largest reference magnitude, that still counts as correct:

@@ -31,6 +31,14 @@ class Affine:
     def scaled(self, by: int) -> Affine:
         return Affine(tuple((k, c * by) for k, c in self.terms), self.offset * by)
 
+    def plus(self, other: Affine) -> Affine:
+        """The sum of two entries (a sliding window reads ``stride * o + dilation * k``)."""
+        coeffs = dict(self.terms)
+        for k, c in other.terms:
+            coeffs[k] = coeffs.get(k, 0) + c
+        return Affine(tuple(sorted((k, c) for k, c in coeffs.items() if c)),
+                      self.offset + other.offset)
+
     @property
     def depth(self) -> int:
         """How many loops this entry depends on (the deepest loop variable, plus one)."""

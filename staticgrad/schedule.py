@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import shapes as sh
 from .index import ZERO, Gather, is_loop_index, loop_index
-from .ops import REGISTRY, Kind
+from .ops import REGISTRY, Kind, is_view
 from .tensor import Tensor, toposort
 
 MAX_READS = 16      # arrays one fused loop reads, at most (see cap_kernels)
@@ -102,14 +102,6 @@ def is_opaque(node: Tensor) -> bool:
 def data_inputs(node: Tensor) -> tuple:
     """The inputs whose values a node reads (``numel`` only reads its input's shape)."""
     return node.inputs if REGISTRY[node.op].reads_data else ()
-
-
-def is_view(node: Tensor) -> bool:
-    """Read through a ``.reshape`` view of its (stored) input, not through an index map."""
-    if node.op is None:
-        return False
-    view = REGISTRY[node.op].view
-    return view is not None and view(node)
 
 
 def space_of(node: Tensor, same=lambda dims: dims) -> tuple:

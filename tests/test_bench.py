@@ -113,6 +113,16 @@ def test_reference_layer_norm_gradients():
         check_gradient(loss, d, name, g)
 
 
+def test_reference_digits_cnn_gradients():
+    d = f64("W9")
+    names = hand.CNN_INPUTS[2:]
+    loss = lambda **a: hand.digits_cnn(*(a[k] for k in hand.CNN_INPUTS))[0]
+    value, *grads = hand.digits_cnn(*(d[k] for k in hand.CNN_INPUTS))
+    assert value == pytest.approx(loss(**d))
+    for name, g in zip(names, grads):
+        check_gradient(loss, d, name, g)
+
+
 def test_compare_flags_wrong_outputs():
     w = WORKLOADS["W2"]
     ref = [np.float64(1.0), np.ones(3), np.ones(3)]
@@ -133,7 +143,7 @@ def test_selection():
         select(["tensorflow"])
     assert [w.name for w in parse(["--workload", "w1,W3"]).workloads] == ["W1", "W3"]
     with pytest.raises(SystemExit):
-        parse(["--workload", "W9"])
+        parse(["--workload", "W42"])
 
 
 # --- quick runs, end to end ------------------------------------------------------------------

@@ -22,8 +22,23 @@ def check_mlp(stdout: str) -> None:
     assert "500 steps in" in stdout and "fused kernels" in stdout
 
 
+def check_digits_cnn(stdout: str) -> None:
+    accuracy = [float(v) for v in re.findall(r"test accuracy (\S+)\n", stdout)]
+    losses = [float(v) for v in re.findall(r"epoch\s+\d+\s+loss (\S+)", stdout)]
+    assert len(losses) == 3 and losses[-1] < losses[0] / 2, stdout   # --quick: 3 epochs
+    assert accuracy and accuracy[-1] > 0.85, stdout     # (the full 20 epochs reach >= 0.97)
+    assert "plot written to" in stdout
+
+
 # what each known example must print, beyond exiting 0 with some output
-EXPECTED = {"mlp.py": check_mlp}
+EXPECTED = {"mlp.py": check_mlp, "digits_cnn.py": check_digits_cnn}
+
+
+def arguments(script: Path, tmp_path: Path) -> list:
+    """The short mode of an example that has one, writing its files under ``tmp_path``."""
+    if script.name == "digits_cnn.py":
+        return ["--quick", "--plot", str(tmp_path / "digits_cnn.png")]
+    return []
 
 
 def test_examples_exist():
@@ -31,14 +46,16 @@ def test_examples_exist():
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs(script: Path):
+def test_example_runs(script: Path, tmp_path: Path):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, str(script), *arguments(script, tmp_path)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{script.name} failed:\n{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), f"{script.name} printed nothing"
     assert "Traceback" not in result.stderr, result.stderr
     check = EXPECTED.get(script.name)
     if check is not None:
         check(result.stdout)
+    if script.name == "digits_cnn.py":
+        assert (tmp_path / "digits_cnn.png").read_bytes().startswith(b"\x89PNG")

@@ -28,10 +28,14 @@ from staticgrad.ops import (
     Kind,
     apply,
     composite,
+    conv,
     elementwise,
+    indexing,
     linalg,
     movement,
+    nn,
     promote,
+    random,
     reduce,
 )
 from staticgrad.tensor import Tensor, toposort
@@ -164,7 +168,8 @@ ALIASES = {"sub": "subtract", "mul": "multiply", "div": "divide", "pow": "power"
            "ge": "greater_equal", "eq": "equal", "ne": "not_equal"}
 # elementwise primitives that need more than operands (hand-written cases below)
 HANDMADE = {"cast": "takes the target dtype", "where": "takes a boolean condition",
-            "numel": "reads its input's sizes, not its elements"}
+            "numel": "reads its input's sizes, not its elements",
+            "bernoulli": "takes an integer key, a shape and a probability"}
 
 
 def public(op: str) -> Callable:
@@ -688,6 +693,126 @@ for _a, _b in DOT:
 case("dot[weak-scalar]", lambda x: sg.dot(2.5, x), lambda x: 2.5 * x, U(3, 4))
 
 
+# -- hand-written: indexing helpers, convolutions, pooling, normalization, dropout -----------------
+case("take_along_axis[labels]", lambda x, i: sg.take_along_axis(x, i, axis=1),
+     lambda x, i: np.take_along_axis(x, i, axis=1), U(4, 5), ints(4, 1, hi=5))
+case("take_along_axis[axis=0,repeats]", lambda x, i: sg.take_along_axis(x, i, axis=0),
+     lambda x, i: np.take_along_axis(x, i, axis=0), U(3, 4), const([[0, 2, 2, 1], [0, 0, 2, 1]]))
+# repeated rows: the scatter-add adds each row's gradients
+case("embedding[repeats]", lambda i, w: sg.embedding(i, w), lambda i, w: w[i],
+     const([[1, 3, 1], [0, 1, 3]]), U(4, 2))
+
+
+def np_conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """A direct convolution (cross-correlation), one kernel offset at a time."""
+    n = w.ndim - 2
+    s, p, d = ((v,) * n if isinstance(v, int) else v for v in (stride, padding, dilation))
+    x = np.pad(x, ((0, 0), (0, 0)) + tuple((q, q) for q in p))
+    out_sizes = [(x.shape[2 + a] - d[a] * (w.shape[2 + a] - 1) - 1) // s[a] + 1
+                 for a in range(n)]
+    per_in, per_out = x.shape[1] // groups, w.shape[0] // groups
+    out = np.zeros((x.shape[0], w.shape[0], *out_sizes), x.dtype)
+    for k in np.ndindex(*w.shape[2:]):
+        at = tuple(slice(k[a] * d[a], k[a] * d[a] + s[a] * (out_sizes[a] - 1) + 1, s[a])
+                   for a in range(n))
+        for g in range(groups):
+            xs = x[(slice(None), slice(g * per_in, (g + 1) * per_in)) + at]
+            ws = w[(slice(g * per_out, (g + 1) * per_out), slice(None)) + k]
+            out[:, g * per_out:(g + 1) * per_out] += np.einsum("nc...,oc->no...", xs, ws)
+    return out if b is None else out + b.reshape((-1,) + (1,) * n)
+
+
+def np_pool(x, k, stride, padding, reduce, fill):
+    xp = np.pad(x, ((0, 0),) * (x.ndim - 2) + ((padding, padding),) * 2, constant_values=fill)
+    oh, ow = [(xp.shape[a] - k) // stride + 1 for a in (-2, -1)]
+    out = np.empty(x.shape[:-2] + (oh, ow), x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            window = xp[..., i * stride:i * stride + k, j * stride:j * stride + k]
+            out[..., i, j] = reduce(window, axis=(-2, -1))
+    return out
+
+
+case("conv2d[pad,bias]", lambda x, w, b: sg.conv2d(x, w, b, padding=1),
+     lambda x, w, b: np_conv(x, w, b, padding=1), U(2, 3, 5, 5), U(4, 3, 3, 3), U(4))
+case("conv2d[stride,dilation]", lambda x, w: sg.conv2d(x, w, stride=2, padding=(1, 0),
+                                                      dilation=(1, 2)),
+     lambda x, w: np_conv(x, w, stride=2, padding=(1, 0), dilation=(1, 2)),
+     U(1, 2, 6, 7), U(3, 2, 2, 3))
+case("conv2d[groups,same]", lambda x, w: sg.conv2d(x, w, padding="same", groups=2),
+     lambda x, w: np_conv(x, w, padding=1, groups=2), U(2, 4, 4, 4), U(4, 2, 3, 3))
+case("conv2d[dynamic-batch]", lambda x, w: sg.sum(sg.conv2d(x, w), axis=0),
+     lambda x, w: np_conv(x, w).sum(0), U(3, 2, 4, 4), U(2, 2, 2, 2),
+     dynamic={0: (None, 2, 4, 4)})
+case("conv1d[stride,bias]", lambda x, w, b: sg.conv1d(x, w, b, stride=2, padding=1),
+     lambda x, w, b: np_conv(x, w, b, stride=2, padding=1), U(2, 3, 7), U(2, 3, 3), U(2))
+case("max_pool2d[2]", lambda x: sg.max_pool2d(x, 2),
+     lambda x: np_pool(x, 2, 2, 0, np.max, -np.inf), distinct(2, 2, 4, 4))
+case("max_pool2d[3,stride2,pad1]", lambda x: sg.max_pool2d(x, 3, 2, 1),
+     lambda x: np_pool(x, 3, 2, 1, np.max, -np.inf), distinct(2, 5, 5))
+case("avg_pool2d[3,stride2,pad1]", lambda x: sg.avg_pool2d(x, 3, 2, 1),
+     lambda x: np_pool(x, 3, 2, 1, np.mean, 0.0), U(1, 2, 5, 5))
+case("avg_pool2d[no-pad-count]", lambda x: sg.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+     lambda x: np_pool(x, 3, 2, 1, np.sum, 0.0)
+     / np_pool(np.ones_like(x), 3, 2, 1, np.sum, 0.0), U(1, 1, 5, 6))
+case("unwindows", lambda g: apply("unwindows", [g], kernel=(2, 3), stride=(2, 1),
+                                  dilation=(1, 2), size=(5, 6)),
+     lambda g: sum(unwindow_np(g, k, j) for k in range(2) for j in range(3)), U(1, 2, 3, 2, 2))
+
+
+def unwindow_np(g, k, j):
+    """Window element (k, j) of every window, added back at row 2*o + k, column p + 2*j."""
+    out = np.zeros(g.shape[:1] + (5, 6), g.dtype)
+    for o in range(g.shape[3]):
+        for q in range(g.shape[4]):
+            out[:, 2 * o + k, q + 2 * j] += g[:, k, j, o, q]
+    return out
+
+
+def np_batch_norm(x, w, b, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    mu, var = x.mean(axes, keepdims=True), x.var(axes, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w.reshape(shape) + b.reshape(shape)
+
+
+case("batch_norm[training]", lambda x, w, b: sg.batch_norm(x, None, None, w, b, training=True),
+     np_batch_norm, U(3, 2, 2, 2), U(2), U(2))
+case("batch_norm[eval]", lambda x, m, v: sg.batch_norm(x, m, v, eps=1e-3),
+     lambda x, m, v: (x - m) / np.sqrt(v + 1e-3), U(4, 3), U(3), U(3, lo=0.5, hi=2.0))
+case("layer_norm", lambda x, w, b: sg.layer_norm(x, (4,), w, b),
+     lambda x, w, b: (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+     * w + b, U(2, 3, 4), U(4), U(4))
+case("layer_norm[2-axes]", lambda x: sg.layer_norm(x, (3, 4), eps=1e-3),
+     lambda x: (x - x.mean((1, 2), keepdims=True)) / np.sqrt(x.var((1, 2), keepdims=True)
+                                                            + 1e-3), U(2, 3, 4))
+
+
+def splitmix_keep(key: int, count: int, p_keep: float) -> np.ndarray:
+    """Independent spelling of the documented bits, in Python integers."""
+    mask = (1 << 64) - 1
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    seed = mix(key & mask)
+    bits = [mix((seed + (i + 1) * 0x9E3779B97F4A7C15) & mask) for i in range(count)]
+    return np.array([(b >> 11) < round(p_keep * 2 ** 53) for b in bits])
+
+
+case("bernoulli", lambda k: sg.bernoulli(k, (3, 4), 0.4),
+     lambda k: splitmix_keep(int(k), 12, 0.4).reshape(3, 4), const(np.int64(-7)))
+case("dropout", lambda x, k: sg.dropout(x, 0.5, k),
+     lambda x, k: np.where(splitmix_keep(int(k), 12, 0.5).reshape(3, 4), x * 2.0, 0.0),
+     U(3, 4), const(np.int64(2024)))
+case("dropout[dynamic,3d]", lambda x, k: sg.sum(sg.dropout(x, 0.25, k) * x, axis=0),
+     lambda x, k: np.sum(np.where(splitmix_keep(int(k), x.size, 0.75).reshape(x.shape),
+                                  x / np.asarray(0.75, x.dtype), 0.0) * x, axis=0),
+     U(3, 2, 4), const(np.int64(5)), dynamic={0: (None, 2, 4)}, second=False)
+
+
 # -- the float64 oracle of each case: inputs, cotangents, finite differences (NumPy only) ----------
 @dataclass
 class Probe:
@@ -961,7 +1086,8 @@ def test_registry_ops_covered(backend, results, kind):
 
 # the public op functions of each family module, as exported by ``staticgrad``
 PUBLIC = sorted({*elementwise.__all__, *reduce.__all__, *movement.__all__, *linalg.__all__,
-                 *composite.__all__, "cast"} - {"restore_axes"})
+                 *composite.__all__, *conv.__all__, *random.__all__, *nn.__all__,
+                 *indexing.__all__, "cast"} - {"restore_axes", "batch_norm_updates"})
 
 
 @functools.cache

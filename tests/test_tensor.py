@@ -550,6 +550,29 @@ def test_error_bad_index(index, kind):
     check_message(err, "getitem", ["[2,3]"], line)
 
 
+def test_error_boolean_mask_points_to_where():
+    a = sg.placeholder((2, 3), name="a")
+    with pytest.raises(IndexError, match=r"sg\.where\(mask, x, 0\)") as err:
+        line = caller_line() + 1
+        a[np.array([True, False])]
+    check_message(err, "getitem", ["[2,3]"], line)
+
+
+@pytest.mark.parametrize("build, op", [
+    (lambda x: sg.conv2d(x, sg.placeholder((4, 3, 3, 3))), "conv2d"),     # 2 channels, not 3
+    (lambda x: sg.conv2d(x, sg.placeholder((4, 2, 5, 5))), "conv2d"),     # kernel > input
+    (lambda x: sg.conv2d(x, sg.placeholder((4, 2, 3, 3)), stride=2, padding="same"), "conv2d"),
+    (lambda x: sg.max_pool2d(x, 2, padding=2), "max_pool2d"),
+    (lambda x: sg.dropout(x, 1.5, 0), "dropout"),
+    (lambda x: sg.layer_norm(x, (3,)), "layer_norm"),
+])
+def test_error_conv_and_friends(build, op):
+    x = sg.placeholder((1, 2, 4, 4), name="x")
+    with pytest.raises(ValueError) as err:
+        build(x)
+    assert op in str(err.value) and "test_tensor.py:" in str(err.value), str(err.value)
+
+
 def test_error_names_the_line_inside_a_helper():
     # the line reported is the user's, not staticgrad's: here, the line inside this helper
     def layer(x, w):

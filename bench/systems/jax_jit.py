@@ -112,4 +112,25 @@ def w6(d: dict) -> Runner:
     return jitted(f, arrays(d, "x", "gamma", "beta", "R"))
 
 
-BUILDERS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
+def w9(d: dict) -> Runner:
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def conv(x, w, b):
+        out = lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                       dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return out + b[:, None, None]
+
+    def loss_fn(w1, b1, w2, b2, w3, b3, x, labels):
+        h = jax.nn.relu(conv(x, w1, b1))
+        h = jax.nn.relu(conv(h, w2, b2))
+        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+        log_p = jax.nn.log_softmax(h.reshape(h.shape[0], -1) @ w3.T + b3, axis=-1)
+        return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=-1))
+
+    f = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2, 3, 4, 5)))
+    return jitted(f, arrays(d, "w1", "b1", "w2", "b2", "w3", "b3", "x", "labels"))
+
+
+BUILDERS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W9": w9}

@@ -79,6 +79,57 @@ def layer_norm(x, gamma, beta, R, eps):
     return loss, dx, (R * xhat).sum(axis=0), R.sum(axis=0)
 
 
+def conv3x3(x, w, b):
+    """A 3x3 convolution with padding 1 (NCHW, OIHW) and the input's windows it read."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    cols = sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
+    out = np.tensordot(cols, w, axes=([1, 4, 5], [1, 2, 3]))          # (N, H, W, O)
+    return out.transpose(0, 3, 1, 2) + b[:, None, None], cols
+
+
+def conv3x3_backward(g, cols, w, input_grad: bool = True):
+    """Gradients of ``conv3x3`` wrt its input (None unless asked), weight and bias."""
+    gw = np.tensordot(g, cols, axes=([0, 2, 3], [0, 2, 3]))           # (O, C, 3, 3)
+    gx = None
+    if input_grad:
+        n, c, h, wd = cols.shape[:4]
+        padded = np.zeros((n, c, h + 2, wd + 2), g.dtype)
+        for i in range(3):
+            for j in range(3):
+                part = np.tensordot(g, w[:, :, i, j], axes=([1], [0]))  # (N, H, W, C)
+                padded[:, :, i:i + h, j:j + wd] += part.transpose(0, 3, 1, 2)
+        gx = padded[:, :, 1:-1, 1:-1]
+    return gx, gw, g.sum(axis=(0, 2, 3))
+
+
+def digits_cnn(x, labels, w1, b1, w2, b2, w3, b3):
+    """The digits CNN (two 3x3 convolutions with ReLU, a 2x2 max pool, a linear layer):
+    mean cross-entropy and its gradients wrt the six parameters. Ties in a pooling window
+    share its gradient evenly (only all-zero windows after a ReLU tie, whose share the ReLU
+    then zeroes)."""
+    n = x.shape[0]
+    a1, cols1 = conv3x3(x, w1, b1)
+    h1 = np.maximum(a1, 0)
+    a2, cols2 = conv3x3(h1, w2, b2)
+    h2 = np.maximum(a2, 0)
+    blocks = h2.reshape(n, h2.shape[1], h2.shape[2] // 2, 2, h2.shape[3] // 2, 2)
+    pooled = blocks.max(axis=(3, 5))
+    features = pooled.reshape(n, -1)
+    z = features @ w3.T + b3
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -log_p[np.arange(n), labels].mean()
+    dz = np.exp(log_p)
+    dz[np.arange(n), labels] -= 1
+    dz /= n
+    hits = blocks == pooled[:, :, :, None, :, None]
+    share = hits / hits.sum(axis=(3, 5), keepdims=True)
+    dh2 = (share * (dz @ w3).reshape(pooled.shape)[:, :, :, None, :, None]).reshape(h2.shape)
+    dh1, gw2, gb2 = conv3x3_backward(dh2 * (a2 > 0), cols2, w2)
+    _, gw1, gb1 = conv3x3_backward(dh1 * (a1 > 0), cols1, w1, input_grad=False)
+    return loss, gw1, gb1, gw2, gb2, dz.T @ features, dz.sum(axis=0)
+
+
 # --- the system ----------------------------------------------------------------------------
 
 
@@ -89,6 +140,9 @@ def setup() -> dict:
     except Exception:  # the config layout is not a stable API
         blas = "unknown"
     return {"version": np.__version__, "blas": blas}
+
+
+CNN_INPUTS = ("x", "labels", "w1", "b1", "w2", "b2", "w3", "b3")
 
 
 def w1(d: dict) -> Runner:
@@ -140,4 +194,8 @@ def plain(call) -> Runner:
     return Runner(call, lambda: [np.asarray(o) for o in call()])
 
 
-BUILDERS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
+def w9(d: dict) -> Runner:
+    return plain(lambda: digits_cnn(*(d[k] for k in CNN_INPUTS)))
+
+
+BUILDERS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W9": w9}

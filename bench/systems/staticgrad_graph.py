@@ -124,4 +124,18 @@ def w6(d: dict, backend: str) -> Runner:
                           [d["x"], d["R"]])
 
 
-BUILDERS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
+def w9(d: dict, backend: str) -> Runner:
+    import staticgrad as sg
+    x = sg.placeholder((None, 1, 8, 8), dtype=np.float32, name="x")
+    labels = sg.placeholder((None,), dtype=np.int64, name="labels")
+    p = {k: sg.parameter(d[k], name=k) for k in ("w1", "b1", "w2", "b2", "w3", "b3")}
+    h = sg.relu(sg.conv2d(x, p["w1"], p["b1"], padding=1))
+    h = sg.relu(sg.conv2d(h, p["w2"], p["b2"], padding=1))
+    h = sg.max_pool2d(h, 2).reshape(-1, 512)
+    loss = sg.cross_entropy(h @ p["w3"].T + p["b3"], labels)
+    grads = sg.grad(loss, list(p.values()))
+    return outputs_runner(sg.function([x, labels], [loss, *grads], backend=backend),
+                          [d["x"], d["labels"]])
+
+
+BUILDERS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W9": w9}

@@ -104,4 +104,18 @@ def w6(d: dict) -> Runner:
     return grads_runner(f, [x, gamma, beta], [x, gamma, beta])
 
 
-BUILDERS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
+def w9(d: dict) -> Runner:
+    import torch.nn.functional as F
+    x, labels = tensors(d, "x", "labels")
+    params = tensors(d, "w1", "b1", "w2", "b2", "w3", "b3", grad=True)
+
+    def f(x, labels, w1, b1, w2, b2, w3, b3):
+        h = F.relu(F.conv2d(x, w1, b1, padding=1))
+        h = F.relu(F.conv2d(h, w2, b2, padding=1))
+        h = F.max_pool2d(h, 2).flatten(1)
+        return F.cross_entropy(F.linear(h, w3, b3), labels)
+
+    return grads_runner(f, [x, labels, *params], params)
+
+
+BUILDERS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "W9": w9}

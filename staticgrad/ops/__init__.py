@@ -211,6 +211,23 @@ def same_dtype(dtypes, **_):
     return dtypes[0]
 
 
+def is_view(x: Tensor) -> bool:
+    """Read through a ``.reshape`` view of its stored input (a reshape that moves data)."""
+    view = REGISTRY[x.op].view if x.op is not None else None
+    return view is not None and view(x)
+
+
+def buffer_of(x: Tensor) -> Tensor:
+    """What an opaque op reading ``x`` needs stored: ``x``'s input if ``x`` is a view (the
+    emitter reads ``operand(x, code)``, so no copy is made), else ``x`` itself."""
+    return x.inputs[0] if is_view(x) else x
+
+
+def operand(x: Tensor, code) -> str:
+    """``x`` in an emitter's code: its array, or a reshaped view of its input's."""
+    return code.view(x) if is_view(x) else code.array(x)
+
+
 def cast(x, dtype) -> Tensor:
     """``x`` converted to ``dtype`` (NumPy ``astype``); gradients flow back in ``x``'s dtype.
 
@@ -239,6 +256,7 @@ register(OpDef("cast", Kind.ELEMENTWISE, elementwise_shape, lambda dtypes, to: t
                index=broadcast_index, broadcasts=True))
 
 from .composite import *  # noqa: E402,F401,F403
+from .conv import *  # noqa: E402,F401,F403
 from .custom import *  # noqa: E402,F401,F403
 from .elementwise import *  # noqa: E402,F401,F403
 from .indexing import *  # noqa: E402,F401,F403
@@ -246,6 +264,7 @@ from .linalg import *  # noqa: E402,F401,F403
 from .movement import *  # noqa: E402,F401,F403
 from .nn import *  # noqa: E402,F401,F403
 from .operators import install  # noqa: E402
+from .random import *  # noqa: E402,F401,F403
 from .reduce import *  # noqa: E402,F401,F403
 from .scan import *  # noqa: E402,F401,F403
 

@@ -14,7 +14,7 @@ from . import Kind, apply, defop, same_dtype
 from .elementwise import logical_or, where
 from .movement import canonical_slice, numel, reshape, slice_
 
-__all__ = ["take", "getitem"]
+__all__ = ["take", "take_along_axis", "embedding", "getitem"]
 
 
 # -- indexing ------------------------------------------------------------------------------
@@ -86,6 +86,9 @@ def gather(x: Tensor, arrays: list) -> Tensor:
         raise IndexError("integer-array indices must be on adjacent axes")
     first, last = axes[0], axes[-1] + 1
     for _, idx in arrays:
+        if idx.dtype == np.bool_:
+            raise IndexError("a boolean mask selects a number of elements known only at call "
+                             "time: use sg.where(mask, x, 0) (or a masked sum) instead")
         if idx.dtype.kind not in "iu":
             raise IndexError(f"arrays used as indices must be of integer type, not {idx.dtype}")
     if len(arrays) == 1:   # take itself wraps negative indices and checks the bounds
@@ -184,3 +187,47 @@ def take(a, indices, axis=None) -> Tensor:
     except ValueError as err:
         raise build_error(err, "take", [a, indices]) from None
     return apply("take", [a, indices], axis=axis)
+
+
+def take_along_axis(a, indices, axis: int) -> Tensor:
+    """``np.take_along_axis``: ``out[..., j, ...] = a[..., indices[..., j, ...], ...]`` along
+    ``axis``, ``indices`` of ``a``'s rank (other axes of size 1 broadcast). The other axes'
+    sizes must be known when the graph is built.
+
+    >>> import numpy as np, staticgrad as sg
+    >>> logits = sg.placeholder((4, 10))
+    >>> sg.take_along_axis(logits, sg.placeholder((4, 1), np.int64), axis=1).shape
+    (4, 1)
+    """
+    a, indices = as_tensor(a), as_tensor(np.asarray(indices) if isinstance(indices, list)
+                                         else indices)
+    try:
+        axis = sh.normalize_axis(axis, a.ndim)
+        if indices.ndim != a.ndim:
+            raise ValueError(f"indices {sh.show(indices.dims)} must have the rank of "
+                             f"{sh.show(a.dims)}")
+        index = []
+        for k, d in enumerate(a.dims):
+            if k == axis:
+                index.append(indices)
+                continue
+            if not sh.is_static(d):
+                raise ValueError(f"axis {k} needs a size known when the graph is built")
+            where_ = [1] * a.ndim
+            where_[k] = d
+            index.append(np.arange(d).reshape(where_))
+        return index_tensor(a, tuple(index))
+    except (ValueError, TypeError, IndexError) as err:
+        raise build_error(err, "take_along_axis", [a, indices]) from None
+
+
+def embedding(indices, weight) -> Tensor:
+    """PyTorch's ``F.embedding``: rows of ``weight`` (num_embeddings, dim) at integer
+    ``indices`` of any shape; the gradient adds up over repeated indices (a scatter-add).
+
+    >>> import numpy as np, staticgrad as sg
+    >>> table = sg.parameter(np.zeros((100, 16), np.float32))
+    >>> sg.embedding(sg.placeholder((None, 12), np.int64), table).shape
+    (None, 12, 16)
+    """
+    return take(weight, indices, axis=0)

@@ -9,7 +9,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import shapes as sh
 from ..tensor import Tensor, build_error
-from . import Kind, apply, cast, defop, promote
+from . import Kind, apply, buffer_of, cast, defop, operand, promote
 from .elementwise import multiply
 from .movement import broadcast_to, reshape, swapaxes, transpose
 
@@ -41,9 +41,9 @@ def swaps_last_two(x: Tensor) -> bool:
 
 def matmul_operand(x: Tensor, code) -> str:
     if swaps_last_two(x):
-        base = code.array(x.inputs[0])
+        base = operand(x.inputs[0], code)
         return f"{base}.T" if x.ndim == 2 else f"np.swapaxes({base}, -1, -2)"
-    return code.array(x)
+    return operand(x, code)
 
 
 def matmul_emit(node: Tensor, code) -> list:
@@ -65,7 +65,8 @@ defop("matmul", Kind.OPAQUE, matmul_shape, lambda dtypes: dt.ufunc_dtype(np.matm
       np.matmul,
       lambda g, y, a, b: [matmul(g, last_two_swapped(b)), matmul(last_two_swapped(a), g)],
       emit=matmul_emit,
-      stores=lambda node: [x.inputs[0] if swaps_last_two(x) else x for x in node.inputs],
+      stores=lambda node: [buffer_of(x.inputs[0] if swaps_last_two(x) else x)
+                           for x in node.inputs],
       cost=lambda node, count: {"flops": 0, "gemm": 2 * count(node.dims)
                                 * count(node.inputs[0].dims[-1:])})
 

@@ -12,14 +12,14 @@ import numpy as np
 
 from .. import shapes as sh
 from ..tensor import Tensor, as_tensor, build_error, constant
-from . import cast
-from .composite import axes_of, log_softmax, mean, named, one_hot
-from .elementwise import abs, equal, exp, log1p, maximum, sqrt, where
+from . import apply, cast
+from .composite import axes_of, log_softmax, mean, named, one_hot, var
+from .elementwise import abs, equal, exp, log1p, maximum, sqrt, stop_gradient, where
 from .movement import broadcast_to, concatenate, reshape, slice_
 from .reduce import max, min, sum
 
 __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "argmax", "argmin", "norm",
-           "split", "pad"]
+           "split", "pad", "batch_norm", "batch_norm_updates", "layer_norm"]
 
 
 def reduce_loss(per_item: Tensor, reduction: str, name: str) -> Tensor:
@@ -183,7 +183,23 @@ def pad(x, pad_width, constant_values=0) -> Tensor:
     if any(w < 0 for pair in widths for w in pair):
         raise build_error(ValueError(f"pad widths must not be negative, got {pad_width}"),
                           "pad", [x])
-    fill = constant(np.asarray(constant_values, x.dtype))
+    fill = np.asarray(constant_values, x.dtype)
+    padded = [a for a, pair in enumerate(widths) if any(pair)]
+    if all(sh.is_static(x.dims[a]) for a in padded):
+        # one kernel: zeros with x inside (unslice, whose adjoint is the slice), plus a
+        # constant border that broadcasts along the axes that are not padded
+        dims = tuple(x.dims[a] + builtins.sum(widths[a]) if a in padded else x.dims[a]
+                     for a in range(x.ndim))
+        index = tuple((before, before + x.dims[a], 1) if a in padded else (None, None, 1)
+                      for a, (before, _) in enumerate(widths))
+        out = apply("unslice", [x], index=index, shape=dims)
+        if fill != 0:
+            inside = np.zeros(tuple(d if a in padded else 1 for a, d in enumerate(dims)), bool)
+            inside[tuple(slice(*index[a][:2]) if a in padded else slice(None)
+                         for a in range(x.ndim))] = True
+            out = out + constant(np.where(inside, 0, fill).astype(x.dtype))
+        return out
+    fill = constant(fill)
     out = x
     for axis, (before, after) in enumerate(widths):
         parts = []
@@ -193,4 +209,95 @@ def pad(x, pad_width, constant_values=0) -> Tensor:
             parts.append(broadcast_to(fill, tuple(dims)) if width else None)
         pieces = [p for p in (parts[0], out, parts[1]) if p is not None]
         out = concatenate(pieces, axis) if len(pieces) > 1 else out
+    return out
+
+
+def channel_axes(x: Tensor, name: str) -> tuple:
+    """Batch norm's axes: all but the channels (axis 1), as PyTorch."""
+    if x.ndim < 2:
+        raise build_error(ValueError("needs an input (N, C, ...)"), name, [x])
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def per_channel(v, x: Tensor) -> Tensor:
+    """A (C,) vector shaped to broadcast along axis 1 of ``x``."""
+    return reshape(as_tensor(v), (-1,) + (1,) * (x.ndim - 2))
+
+
+@named
+def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """PyTorch's ``F.batch_norm`` on ``x`` (N, C, ...): normalized per channel by the batch's
+    mean and (biased) variance when ``training``, else by ``running_mean``/``running_var``;
+    then scaled by ``weight`` and shifted by ``bias`` (each (C,), optional). The running
+    statistics are not changed here: ``batch_norm_updates`` gives their new values, to pass
+    as ``sg.function(..., updates=...)`` (``momentum`` is used there).
+
+    >>> import numpy as np, staticgrad as sg
+    >>> x = sg.placeholder((None, 16, 8, 8), np.float32)
+    >>> sg.batch_norm(x, training=True).shape
+    (None, 16, 8, 8)
+    """
+    x = as_tensor(x)
+    axes = channel_axes(x, "batch_norm")
+    if training:
+        centred = x - mean(x, axes, keepdims=True)
+        scale = 1 / sqrt(var(x, axes, keepdims=True) + eps)
+    else:
+        if running_mean is None or running_var is None:
+            raise build_error(ValueError("training=False needs running_mean and running_var"),
+                              "batch_norm", [x])
+        centred = x - per_channel(running_mean, x)
+        scale = 1 / sqrt(per_channel(running_var, x) + eps)
+    out = centred * scale
+    if weight is not None:
+        out = out * per_channel(weight, x)
+    if bias is not None:
+        out = out + per_channel(bias, x)
+    return out
+
+
+def batch_norm_updates(x, running_mean, running_var, momentum: float = 0.1) -> list:
+    """New running statistics after a training step of ``batch_norm`` on ``x``, as
+    ``torch.nn.BatchNorm``: ``(1 - momentum) * old + momentum * batch`` with the batch's
+    unbiased variance. A list of ``(parameter, new value)`` for ``sg.function`` updates.
+
+    >>> import numpy as np, staticgrad as sg
+    >>> mu, var = sg.parameter(np.zeros(3)), sg.parameter(np.ones(3))
+    >>> x = sg.placeholder((4, 3))
+    >>> f = sg.function([x], sg.batch_norm(x, mu, var, training=True),
+    ...                 updates=sg.batch_norm_updates(x, mu, var), backend="numpy")
+    >>> _ = f(np.arange(12.0).reshape(4, 3)); mu.value.tolist()
+    [0.45, 0.55, 0.65]
+    """
+    x = as_tensor(x)
+    axes = channel_axes(x, "batch_norm_updates")
+    batch_mean = reshape(stop_gradient(mean(x, axes, keepdims=True)), (-1,))
+    batch_var = reshape(stop_gradient(var(x, axes, keepdims=True, ddof=1)), (-1,))
+    return [(running_mean, (1 - momentum) * running_mean + momentum * batch_mean),
+            (running_var, (1 - momentum) * running_var + momentum * batch_var)]
+
+
+@named
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    """PyTorch's ``F.layer_norm``: normalized over the last ``len(normalized_shape)`` axes
+    (mean and biased variance), then scaled by ``weight`` and shifted by ``bias`` (each of
+    ``normalized_shape``, optional).
+
+    >>> import numpy as np, staticgrad as sg
+    >>> sg.layer_norm(sg.placeholder((None, 5, 32)), (32,)).shape
+    (None, 5, 32)
+    """
+    x = as_tensor(x)
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
+        tuple(normalized_shape)
+    if not shape or tuple(x.dims[x.ndim - len(shape):]) != shape:
+        raise build_error(ValueError(f"normalized_shape {shape} is not the end of the input's "
+                                     "shape"), "layer_norm", [x])
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    out = (x - mean(x, axes, keepdims=True)) / sqrt(var(x, axes, keepdims=True) + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
     return out

@@ -241,23 +241,41 @@ class KernelWriter:
             args.append(code)
             depth = max(depth, d)
         template = opdef.loop(node, self.names.dim) if callable(opdef.loop) else opdef.loop
-        return template.format(*args, t=ctor(node.dtype)), depth, not opdef.reads_data
+        at = ""
+        if "{at}" in template:   # the element's row-major position (counter-based random bits)
+            at, d = self.position(index, node.dims)
+            depth = max(depth, d)
+        return template.format(*args, t=ctor(node.dtype), at=at), depth, not opdef.reads_data
+
+    def entry_code(self, e) -> tuple:
+        """``(code, depth)`` of one index entry."""
+        if isinstance(e, Gather):
+            var, d = self.value(e.indices, e.index)
+            size = self.names.dim(e.size)
+            j = f"({var} + {size} if {var} < 0 else {var})"
+            j = j if e.step == 1 else f"{e.step} * {j}"
+            return (j if sh.is_static(e.start) and e.start == 0 else
+                    f"({self.names.dim(e.start)} + {j})"), d
+        return e.show(self.names.dim, self.names.offset), e.depth
 
     def index_code(self, index: tuple) -> tuple:
         parts, depth = [], 0
         for e in index:
-            if isinstance(e, Gather):
-                var, d = self.value(e.indices, e.index)
-                size = self.names.dim(e.size)
-                j = f"({var} + {size} if {var} < 0 else {var})"
-                j = j if e.step == 1 else f"{e.step} * {j}"
-                parts.append(j if sh.is_static(e.start) and e.start == 0 else
-                             f"({self.names.dim(e.start)} + {j})")
-                depth = max(depth, d)
-            else:
-                parts.append(e.show(self.names.dim, self.names.offset))
-                depth = max(depth, e.depth)
+            code, d = self.entry_code(e)
+            parts.append(code)
+            depth = max(depth, d)
         return (", ".join(parts) if parts else "()"), depth
+
+    def position(self, index: tuple, dims: tuple) -> tuple:
+        """``(code, depth)``: the row-major position of element ``index`` of an array of
+        ``dims``, in int64 (loop variables may be unsigned: mixed, Numba would use floats)."""
+        code, depth = "np.int64(0)", 0
+        for axis, (e, d) in enumerate(zip(index, dims)):
+            part, k = self.entry_code(e)
+            code = f"np.int64({part})" if axis == 0 else \
+                f"({code} * np.int64({self.names.dim(d)}) + np.int64({part}))"
+            depth = max(depth, k)
+        return code, depth
 
     # reductions ----------------------------------------------------------------------------
     def reduction(self, node: Tensor) -> None:

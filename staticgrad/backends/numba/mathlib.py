@@ -18,6 +18,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from ...ops import random as _random
 from .mathbase import (  # noqa: F401  (the kernels below read these)
     _HALF32,
     _INF32,
@@ -50,7 +51,7 @@ from .mathbase import (  # noqa: F401  (the kernels below read these)
 __all__ = ["exp", "log", "log1p", "expm1", "tanh", "sigmoid", "sin", "cos", "tan",
            "exp32", "exp64", "log32", "log64", "log1p32", "log1p64", "expm1_32", "expm1_64",
            "tanh32", "tanh64", "sigmoid32", "sigmoid64", "sin32", "sin64", "cos32", "cos64",
-           "tan32", "tan64"]
+           "tan32", "tan64", "random_bits"]
 
 
 # ---------------------------------------------------------------- float32 kernels
@@ -406,3 +407,8 @@ def tan(x):
     >>> tan(np.float32(0.0))
     np.float32(0.0)
     """
+
+
+# counter-based random bits (``staticgrad.ops.random``): one definition, on NumPy arrays there
+# and compiled here, so both backends draw the same bits
+random_bits = numba.njit(inline="always", cache=True)(_random.random_bits)
