@@ -135,9 +135,18 @@ def fmt(s: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    lengths = [int(a) for a in (argv if argv is not None else sys.argv[1:])] or [10, 50, 200, 1000]
+    """``python -m bench.w7 [T ...] [--out FOLDER]``: the table, and with ``--out`` its rows as
+    ``w7.json`` and a log-log plot of cold and warm start against T as ``w7.png``."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    out = None
+    if "--out" in args:
+        at = args.index("--out")
+        out = Path(args[at + 1])
+        del args[at:at + 2]
+    lengths = [int(a) for a in args] or [10, 50, 200, 1000]
     print("| system | T | cold (process) | warm (process) | step | loss |")
     print("|---|---|---|---|---|---|")
+    rows = []
     for system in SYSTEMS:
         for T in lengths:
             with tempfile.TemporaryDirectory() as cache:
@@ -146,8 +155,35 @@ def main(argv: list[str] | None = None) -> None:
             if "error" in cold or "error" in warm:
                 print(f"| {system} | {T} | {cold.get('error') or warm.get('error')} | | | |")
                 continue
+            rows.append({"system": system, "T": T, "cold": cold["wall"], "warm": warm["wall"],
+                         "step": warm["step"], "loss": warm["loss"]})
             print(f"| {system} | {T} | {fmt(cold['wall'])} | {fmt(warm['wall'])} | "
                   f"{fmt(warm['step'])} | {warm['loss']:.6g} |", flush=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "w7.json").write_text(json.dumps(rows, indent=1))
+        plot(rows, out / "w7.png")
+
+
+def plot(rows: list, path: Path) -> None:
+    """Cold and warm start (whole process) against T, log-log, one colour per system."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, key, title in zip(axes, ("cold", "warm"), ("cold start (empty cache)",
+                                                       "warm start (second process)")):
+        for system in SYSTEMS:
+            mine = [r for r in rows if r["system"] == system]
+            if mine:
+                ax.loglog([r["T"] for r in mine], [r[key] for r in mine], "o-", label=system)
+        ax.set_xlabel("sequence length T (unrolled steps)")
+        ax.set_title(f"W7 {title}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("seconds to the first result (fresh process)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
