@@ -7,8 +7,13 @@ runs, and only then writes parameter updates, so a call that fails changes nothi
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
+from operator import attrgetter, setitem
 
 import numpy as np
 
@@ -21,6 +26,12 @@ from .inspect import timed
 from .inspect.listing import announce
 from .ops import REGISTRY, broadcast_to, cast
 from .tensor import Parameter, Tensor, as_tensor, location, toposort
+
+# C functions: a call path made of them gives a signal handler no point to run in between
+ACQUIRE = type(threading.Lock()).acquire
+RELEASE = type(threading.Lock()).release
+VALUE = attrgetter("_value")
+exhaust = partial(deque, maxlen=0)   # runs an iterator of C calls to its end
 
 
 @dataclass
@@ -79,7 +90,8 @@ class Function:
         # functions that take the same locks)
         self._parameters = sorted({id(n): n for n in toposort(targets)
                                    if n.leaf == "parameter"}.values(), key=lambda p: p.serial)
-        for param, _ in self.updates:
+        self._updated = [param for param, _ in self.updates]
+        for param in self._updated:
             object.__setattr__(param, "updated", True)
         announce(self)
 
@@ -145,21 +157,31 @@ class Function:
         # is applied exactly once and no call sees half of one. Parameters nobody updates
         # need no lock.
         locks = [p.lock for p in self._parameters if p.updated] if self._parameters else ()
-        for lock in locks:
-            lock.acquire()
+        if not locks:
+            return self.compute(arrays, plan)
+        # Python runs a signal handler (a KeyboardInterrupt) only between bytecodes, never
+        # inside a C call: taking the locks, writing the parameters and releasing the locks
+        # are each one C call, so an interrupt cannot leave a lock taken or a parameter
+        # half-written. ``release`` is made first: it releases whatever ``held`` holds.
+        held: list = []
+        release = map(RELEASE, held)
         try:
-            steady = plan.steady   # the backend's fast path, once the plan has run
-            results = steady(*arrays) if steady is not None else self.program.run(arrays, plan)
-            if self.check_finite or anomaly.anomaly_enabled():
-                anomaly.check_results(self, arrays, plan, results)  # raises before any update
-            if self.updates:
-                n = len(self.outputs)
-                for (param, _), value in zip(self.updates, results[n:]):
-                    np.copyto(param.value, value, casting="unsafe")
-                results = results[:n]
+            held.extend(filter(ACQUIRE, locks))
+            return self.compute(arrays, plan)
         finally:
-            for lock in reversed(locks):
-                lock.release()
+            exhaust(release)
+
+    def compute(self, arrays, plan):
+        """One call's results; the updates written (see ``execute`` for the locks)."""
+        steady = plan.steady   # the backend's fast path, once the plan has run
+        results = steady(*arrays) if steady is not None else self.program.run(arrays, plan)
+        if self.check_finite or anomaly.anomaly_enabled():
+            anomaly.check_results(self, arrays, plan, results)  # raises before any update
+        if self.updates:
+            n = len(self.outputs)
+            # all or nothing, even against an interrupt: one C call writes every parameter
+            exhaust(map(setitem, map(VALUE, self._updated), repeat(...), results[n:]))
+            results = results[:n]
         return results[0] if self.single else results
 
     def to_dot(self) -> str:
