@@ -293,7 +293,11 @@ def check_closed(targets: Sequence[Tensor], inputs: Sequence[Tensor]) -> None:
 def coerce(arg, p: Tensor) -> np.ndarray:
     """The argument as a C-contiguous array of the placeholder's dtype (casting as NumPy's
     same_kind)."""
-    array = np.asarray(arg)
+    try:
+        array = np.asarray(arg)
+    except (ValueError, TypeError) as err:   # a ragged list, an object NumPy cannot hold
+        raise type(err)(f"placeholder {p.name!r}: the argument is not an array ({err})") \
+            from None
     if array.dtype != p.dtype:
         if not np.can_cast(array.dtype, p.dtype, casting="same_kind"):
             raise TypeError(f"placeholder {p.name!r}: got {array.dtype} data, which does not "
@@ -344,5 +348,10 @@ def check_node(node: Tensor, in_shapes: list, expected: tuple, env: dict) -> Non
                                  f"(declare that size as 1 to broadcast it)")
     except (ValueError, TypeError) as err:
         operands = ", ".join(str(s) for s in in_shapes)
-        raise ValueError(f"{node.op}: {err}; operand shapes {operands} at this call — built at "
+        # the call-time sizes involved, by the placeholder axes they came from ("x.0" is axis
+        # 0 of placeholder x): which arguments disagree
+        used = sorted(sh.symbols_in(tuple(i.dims for i in node.inputs)), key=repr)
+        sizes = ", ".join(f"{s!r}={env[s]}" for s in used if s in env)
+        raise ValueError(f"{node.op}: {err}; operand shapes {operands} at this call"
+                         f"{f' (sizes {sizes})' if sizes else ''} — built at "
                          f"{location(node.source)}") from None
