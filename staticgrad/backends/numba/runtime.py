@@ -345,8 +345,9 @@ class Program:
         namespace.update({f"L{j}": node for j, (kind, node, _) in enumerate(self.pick)
                           if kind == "leaf"})
         namespace.update({f"K{r}": entry_point(fn) for r, (fn, _, _, _) in enumerate(plan.rows)})
-        exec(compile(self.steady_source(plan), f"<staticgrad steady {id(plan)}>", "exec"),
-             namespace)
+        # one file name for all: CPython interns a code object's file name for good, so a
+        # name per plan would grow memory with every function ever built
+        exec(compile(self.steady_source(plan), "<staticgrad steady>", "exec"), namespace)
         plan.steady = namespace["steady"]
 
     def fresh_kernels(self, plan) -> dict:
