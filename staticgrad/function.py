@@ -65,35 +65,55 @@ class Function:
 
     def __init__(self, inputs, outputs, updates=None, backend: str = "numba",
                  check_finite: bool = False):
-        self.inputs: list = check_inputs(inputs)
-        self.single: bool = not isinstance(outputs, (list, tuple))
-        self.outputs: list = [as_tensor(o) for o in ([outputs] if self.single else outputs)]
-        self.updates: list = check_updates(updates or [])
-        self.backend = backend
-        self.check_finite = bool(check_finite)
-        # what the user built (before rewrites): anomaly reports replay and name these
-        self.targets: list = self.outputs + [value for _, value in self.updates]
-        targets = self.targets
-        check_closed(targets, self.inputs)
+        inputs = check_inputs(inputs)
+        single = not isinstance(outputs, (list, tuple))
+        outputs = [as_tensor(o) for o in ([outputs] if single else outputs)]
+        updates = check_updates(updates or [])
+        targets = outputs + [value for _, value in updates]
+        check_closed(targets, inputs)
         # the pipeline, the same for every backend: rewrite, then the backend compiles
-        module = backends.get(backend)
         seconds: dict = {}
         with timed(seconds, "rewrite"):
             simplified, stats = rewrite.simplify(targets)
         stats["seconds"] = seconds
-        self.graph = Graph(simplified)
+        self.assemble(inputs, outputs, updates, backend, check_finite, single,
+                      Graph(simplified), stats)
+
+    def assemble(self, inputs: list, outputs: list, updates: list, backend: str,
+                 check_finite: bool, single: bool, graph: Graph, stats: dict) -> None:
+        """Compile a rewritten ``graph`` (its outputs: ``outputs``' then the update values')
+        with ``backend``: what ``__init__`` does after the rewrites, and what
+        ``sg.load`` does with a saved graph."""
+        module = backends.get(backend)   # an unknown backend fails before any work
+        self.inputs, self.outputs, self.updates = inputs, outputs, updates
+        self.single, self.backend, self.check_finite = single, backend, bool(check_finite)
+        # what the user built (before rewrites): anomaly reports replay and name these
+        self.targets: list = outputs + [value for _, value in updates]
+        self.graph = graph
         self.program = module.compile(self.inputs, self.graph, stats)
         self.stats: dict = self.program.stats
         self._plans: dict = {}
         self._dtypes = [p.dtype for p in self.inputs]
         # parameters whose locks a call may need, in one global order (no deadlock between two
         # functions that take the same locks)
-        self._parameters = sorted({id(n): n for n in toposort(targets)
+        self._parameters = sorted({id(n): n for n in toposort(self.targets)
                                    if n.leaf == "parameter"}.values(), key=lambda p: p.serial)
         self._updated = [param for param, _ in self.updates]
         for param in self._updated:
             object.__setattr__(param, "updated", True)
         announce(self)
+
+    @property
+    def parameters(self) -> list:
+        """The parameters this function reads or updates (``sg.load`` makes new ones: here
+        is where to find them), in the order they were made.
+
+        >>> import numpy as np, staticgrad as sg
+        >>> w = sg.parameter(np.ones(2), name="w")
+        >>> [p.name for p in sg.function([], sg.sum(w * 2.0), backend="numpy").parameters]
+        ['w']
+        """
+        return list(self._parameters)
 
     @property
     def kernels(self) -> list:

@@ -84,12 +84,24 @@ def entry_name(source: str, prefix: str = "sgk") -> str:
 
 
 def write(folder: str, name: str, source: str) -> None:
-    """Write ``name.py`` atomically: a temporary file, then a rename."""
+    """Write ``folder/name.py`` atomically."""
     os.makedirs(folder, exist_ok=True)
+    write_atomically(os.path.join(folder, name + ".py"), source.encode())
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename: a reader (or a process that
+    starts after this one is killed) sees the old file or the whole new one, never a part."""
+    folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(source)
-    os.replace(tmp, os.path.join(folder, name + ".py"))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 FALLBACKS: dict = {}   # the cache of private folders: unwritable folder -> this process's own
