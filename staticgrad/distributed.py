@@ -28,6 +28,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,17 +39,25 @@ from .ops import stop_gradient
 from .ops import sum as sum_
 from .tensor import Parameter, Tensor, placeholder
 
-try:
-    import distributed
+if TYPE_CHECKING:   # the names in annotations; Dask itself is imported when first needed
     from distributed import Client, Future
-except ImportError as err:   # pragma: no cover - the extra is missing
-    raise ImportError("staticgrad.distributed needs Dask's distributed scheduler: "
-                      "pip install 'staticgrad[distributed]'") from err
+
 
 __all__ = ["Shards", "shards", "DataParallel", "data_parallel", "map_batches",
            "optimizer_step"]
 
 TIMEOUT = 120.0   # seconds any single wait may take, unless told otherwise
+
+
+def dask():
+    """``dask.distributed``, imported when first needed (this module's doctests and the
+    workers' side need no Dask)."""
+    try:
+        import distributed
+    except ImportError as err:
+        raise ImportError("staticgrad.distributed needs Dask's distributed scheduler: "
+                          "pip install 'staticgrad[distributed]'") from err
+    return distributed
 
 
 class Shards:
@@ -68,6 +77,7 @@ class Shards:
 def shards(client: Client, load: Callable, n: int, *args) -> Shards:
     """``n`` shards, shard ``k`` made on a worker by ``load(k, *args)``: a tuple (or list) of
     arrays in the order of the function's inputs, or a dict of them by placeholder name."""
+    dask()
     futures = [client.submit(load, k, *args, pure=False) for k in range(n)]
     return Shards(client, futures)
 
@@ -132,7 +142,7 @@ class Shipped:
                 values = client.scatter([p.value for p in self.f.parameters], broadcast=True,
                                         hash=False, timeout=self.timeout)
                 break
-            except (OSError, distributed.comm.CommClosedError) as err:
+            except (OSError, dask().comm.CommClosedError) as err:
                 # a worker that died a moment ago is still on the scheduler's list: try again
                 # once it is gone, unless the scheduler itself is gone
                 if client.status != "running" or time.monotonic() > deadline:
@@ -158,7 +168,7 @@ class Shipped:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                distributed.wait(futures, timeout=0.5)
+                dask().wait(futures, timeout=0.5)
                 break
             except TimeoutError:
                 pass
