@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "memory.md"
 
 
 def rss_mib() -> float:
@@ -82,9 +85,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--builds", type=int, default=2_000)
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
-    print(json.dumps(calls(args.calls)))
-    print(json.dumps(builds(args.builds)))
+    ran = [calls(args.calls), builds(args.builds)]
+    rows = [f"| {r.get('calls', r.get('builds')):,} {'calls of W1' if 'calls' in r else 'builds'}"
+            f" | {r['rss_start_mib']:.1f} MiB | {r['rss_end_mib']:.1f} MiB | "
+            f"{r['rss_end_mib'] - r['rss_start_mib']:+.1f} MiB | {r['seconds']:.0f} s |"
+            for r in ran]
+    text = "\n".join([
+        "# Memory over a long run (`python -m bench.memory`)", "",
+        "| load | RSS at the start | RSS at the end | growth | time |", "|---|---|---|---|---|",
+        *rows, "",
+        f"Interned nodes alive before and after the builds: {ran[1]['interned_start']} and "
+        f"{ran[1]['interned_end']}. Load average {os.getloadavg()[0]:.2f} at the end.", ""])
+    Path(args.out).write_text(text)
+    print(text)
     return 0
 
 
