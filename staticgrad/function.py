@@ -11,7 +11,6 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from itertools import repeat
 from operator import attrgetter, setitem
 
@@ -31,7 +30,6 @@ from .tensor import Parameter, Tensor, as_tensor, location, toposort
 ACQUIRE = type(threading.Lock()).acquire
 RELEASE = type(threading.Lock()).release
 VALUE = attrgetter("_value")
-exhaust = partial(deque, maxlen=0)   # runs an iterator of C calls to its end
 
 
 @dataclass
@@ -189,7 +187,7 @@ class Function:
             held.extend(filter(ACQUIRE, locks))
             return self.compute(arrays, plan)
         finally:
-            exhaust(release)
+            deque(release, 0)   # runs the iterator to its end (maxlen 0: keeps nothing)
 
     def compute(self, arrays, plan):
         """One call's results; the updates written (see ``execute`` for the locks)."""
@@ -200,7 +198,7 @@ class Function:
         if self.updates:
             n = len(self.outputs)
             # all or nothing, even against an interrupt: one C call writes every parameter
-            exhaust(map(setitem, map(VALUE, self._updated), repeat(...), results[n:]))
+            deque(map(setitem, map(VALUE, self._updated), repeat(...), results[n:]), 0)
             results = results[:n]
         return results[0] if self.single else results
 
