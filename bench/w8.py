@@ -62,6 +62,28 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def timed_shard(blob: bytes, digest: str, shard, values: list, repeat: int) -> float:
+    """On a worker: the median seconds of the shard's forward and backward alone (the
+    worker's loaded function, its threads, the driver's parameter values)."""
+    import staticgrad.distributed as sgd
+    f, _ = sgd.loaded(blob, digest)
+    for p, v in zip(f.parameters, values):
+        p.value = v
+    return median_time(lambda: f(*shard), repeat)
+
+
+def worker_compute(client, trainer, shards, repeat: int) -> float:
+    """The slowest shard's compute on the workers holding them, all shards at once (as in a
+    step: the workers share this machine's cores)."""
+    shipped = trainer.shipped
+    values = client.scatter([p.value for p in shipped.f.parameters], broadcast=True)
+    holders = client.who_has(shards.futures)
+    futures = [client.submit(timed_shard, shipped.future, shipped.digest, s, values, repeat,
+                             workers=list(holders[s.key][:1]), pure=False)
+               for s in shards.futures]
+    return max(client.gather(futures))
+
+
 def single_process(rows: int, steps: int) -> dict:
     import staticgrad as sg
     import staticgrad.distributed as sgd
@@ -100,15 +122,18 @@ def distributed_runs(rows: int, steps: int, cache: str) -> dict:
                 out[f"first{n}-{phase}"] = time.perf_counter() - t0
                 if phase == "warm":
                     out[f"step{n}"] = median_time(trainer.step, steps)
+                    out[f"worker{n}"] = worker_compute(client, trainer, shards, steps)
     return out
 
 
 def report(rows: int, local: dict, dist: dict) -> str:
     load = os.getloadavg()[0]
-    over = {n: dist[f"step{n}"] - local[f"shard{n}"] for n in (2, 4)}
+    # the busiest worker's compute: n shards on 2 workers run n / 2 after one another
+    busy = {n: dist[f"worker{n}"] * n / 2 for n in (2, 4)}
+    over = {n: dist[f"step{n}"] - busy[n] for n in (2, 4)}
     # the projection: W workers, one shard each of rows / W; compute scales with rows, the
     # overhead grows with the number of shard tasks (a + b * shards, from the 2 and 4 runs)
-    per_row = local["shard4"] / (rows / 4)
+    per_row = dist["worker4"] / (rows / 4)   # per row on a worker, both workers busy
     b = max((over[4] - over[2]) / 2, 0.0)
     a = max(over[2] - 2 * b, 0.0)
 
@@ -123,17 +148,19 @@ def report(rows: int, local: dict, dist: dict) -> str:
         f"(LocalCluster, loopback) on a 2-core machine; load average {load:.2f} at the end "
         "(the machine is shared: other work competed for the cores).",
         "",
-        "| configuration | step (median) | slowest shard's compute | per-step overhead |",
-        "|---|---|---|---|",
-        f"| one process, all rows | {ms(local['step'])} | — | — |",
-        f"| 2 shards on 2 workers | {ms(dist['step2'])} | {ms(local['shard2'])} | "
-        f"{ms(over[2])} |",
-        f"| 4 shards on 2 workers | {ms(dist['step4'])} | {ms(local['shard4'])} | "
-        f"{ms(over[4])} |",
+        "| configuration | step (median) | slowest shard's compute, on its worker | "
+        "the same shard in one process | busiest worker's compute | per-step overhead |",
+        "|---|---|---|---|---|---|",
+        f"| one process, all rows | {ms(local['step'])} | — | — | — | — |",
+        *[f"| {n} shards on 2 workers | {ms(dist[f'step{n}'])} | {ms(dist[f'worker{n}'])} | "
+          f"{ms(local[f'shard{n}'])} | {ms(busy[n])} | {ms(over[n])} |" for n in (2, 4)],
         "",
-        "Shard compute is timed in the driver process on the same shard; the overhead is the "
-        "distributed step minus it (scatter of the parameters, scheduling, gathering and "
-        "summing the gradients, the update).",
+        "A shard's compute on its worker is timed there, every shard at once (as in a step: "
+        "the two workers share the two cores); in one process the same shard has both cores. "
+        "With 4 shards each worker runs two, one after the other. The overhead is the "
+        "distributed step minus the busiest worker's compute: scattering the parameters, "
+        "asking where the shards are, scheduling, gathering and summing the gradients, the "
+        "update.",
         "",
         f"First step of fresh workers, 2 shards: empty disk cache {ms(dist['first2-cold'])} "
         f"(each worker compiles), filled cache {ms(dist['first2-warm'])}; 4 shards, filled "
@@ -151,7 +178,10 @@ def report(rows: int, local: dict, dist: dict) -> str:
         "",
         f"Assuming each of W workers holds one shard of {rows:,} / W rows on its own cores, "
         f"compute at the measured {per_row * 1e9:.1f} ns per row, and an overhead of "
-        f"{ms(a)} + {ms(b)} per shard task (fitted to the 2- and 4-shard overheads above):",
+        f"{ms(a)} + {ms(b)} per shard task (fitted to the 2- and 4-shard overheads above"
+        + ("; the 4-shard overhead was not above the 2-shard one, so no per-task cost shows "
+           "above this machine's noise and the projection ignores the driver's work per "
+           "worker, which grows with W" if b == 0 else "") + "):",
         "",
         "| workers | projected step | projected speed-up over one process |",
         "|---|---|---|",
