@@ -89,6 +89,12 @@ def test_steps_equal_one_process_summing_in_shard_order(client):
     # every shard is still on exactly one worker: pinned tasks never copied one
     held = client.who_has(shards.futures)
     assert all(len(held[f.key]) == 1 for f in shards.futures), held
+    # each worker process loaded the shipped function once, from its warm disk cache (this
+    # process compiled the same kernels first): nothing compiled there, no dispatcher shipped
+    digest = train.shipped.digest
+    loads = client.run(lambda: [f.stats.get("cache") for d, (f, _) in sgd.LOADED.items()
+                                if d == digest])
+    assert sorted(loads.values()) == [["hit"], ["hit"]], loads
 
 
 def test_a_worker_killed_at_step_15_of_40_changes_nothing(client):
