@@ -12,6 +12,7 @@ from . import init, optim
 from .autodiff import grad
 from .check.anomaly import AnomalyError, detect_anomaly
 from .check.gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .export import load, save
 from .function import Function, function
 from .graph import Graph, graph
 from .ops import *  # noqa: F401,F403  (the NumPy-named op functions)
@@ -23,4 +24,4 @@ __version__ = "0.1.0"
 __all__ = ["grad", "function", "Function", "graph", "Graph", "Tensor", "Parameter",
            "Constant", "GradFn", "placeholder", "parameter", "constant", "cast", "REGISTRY",
            "OpDef", "detect_anomaly", "gradcheck", "gradgradcheck", "AnomalyError",
-           "GradcheckError", "custom_vjp", "CustomFunction", "optim", "init"]
+           "GradcheckError", "custom_vjp", "CustomFunction", "optim", "init", "save", "load"]

@@ -7,8 +7,12 @@ runs, and only then writes parameter updates, so a call that fails changes nothi
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter, setitem
 
 import numpy as np
 
@@ -21,6 +25,11 @@ from .inspect import timed
 from .inspect.listing import announce
 from .ops import REGISTRY, broadcast_to, cast
 from .tensor import Parameter, Tensor, as_tensor, location, toposort
+
+# C functions: a call path made of them gives a signal handler no point to run in between
+ACQUIRE = type(threading.Lock()).acquire
+RELEASE = type(threading.Lock()).release
+VALUE = attrgetter("_value")
 
 
 @dataclass
@@ -54,34 +63,55 @@ class Function:
 
     def __init__(self, inputs, outputs, updates=None, backend: str = "numba",
                  check_finite: bool = False):
-        self.inputs: list = check_inputs(inputs)
-        self.single: bool = not isinstance(outputs, (list, tuple))
-        self.outputs: list = [as_tensor(o) for o in ([outputs] if self.single else outputs)]
-        self.updates: list = check_updates(updates or [])
-        self.backend = backend
-        self.check_finite = bool(check_finite)
-        # what the user built (before rewrites): anomaly reports replay and name these
-        self.targets: list = self.outputs + [value for _, value in self.updates]
-        targets = self.targets
-        check_closed(targets, self.inputs)
+        inputs = check_inputs(inputs)
+        single = not isinstance(outputs, (list, tuple))
+        outputs = [as_tensor(o) for o in ([outputs] if single else outputs)]
+        updates = check_updates(updates or [])
+        targets = outputs + [value for _, value in updates]
+        check_closed(targets, inputs)
         # the pipeline, the same for every backend: rewrite, then the backend compiles
-        module = backends.get(backend)
         seconds: dict = {}
         with timed(seconds, "rewrite"):
             simplified, stats = rewrite.simplify(targets)
         stats["seconds"] = seconds
-        self.graph = Graph(simplified)
+        self.assemble(inputs, outputs, updates, backend, check_finite, single,
+                      Graph(simplified), stats)
+
+    def assemble(self, inputs: list, outputs: list, updates: list, backend: str,
+                 check_finite: bool, single: bool, graph: Graph, stats: dict) -> None:
+        """Compile a rewritten ``graph`` (its outputs: ``outputs``' then the update values')
+        with ``backend``: what ``__init__`` does after the rewrites, and what
+        ``sg.load`` does with a saved graph."""
+        module = backends.get(backend)   # an unknown backend fails before any work
+        self.inputs, self.outputs, self.updates = inputs, outputs, updates
+        self.single, self.backend, self.check_finite = single, backend, bool(check_finite)
+        # what the user built (before rewrites): anomaly reports replay and name these
+        self.targets: list = outputs + [value for _, value in updates]
+        self.graph = graph
         self.program = module.compile(self.inputs, self.graph, stats)
         self.stats: dict = self.program.stats
         self._plans: dict = {}
         self._dtypes = [p.dtype for p in self.inputs]
         # parameters whose locks a call may need, in one global order (no deadlock between two
         # functions that take the same locks)
-        self._parameters = sorted({id(n): n for n in toposort(targets)
+        self._parameters = sorted({id(n): n for n in toposort(self.targets)
                                    if n.leaf == "parameter"}.values(), key=lambda p: p.serial)
-        for param, _ in self.updates:
+        self._updated = [param for param, _ in self.updates]
+        for param in self._updated:
             object.__setattr__(param, "updated", True)
         announce(self)
+
+    @property
+    def parameters(self) -> list:
+        """The parameters this function reads or updates (``sg.load`` makes new ones: here
+        is where to find them), in the order they were made.
+
+        >>> import numpy as np, staticgrad as sg
+        >>> w = sg.parameter(np.ones(2), name="w")
+        >>> [p.name for p in sg.function([], sg.sum(w * 2.0), backend="numpy").parameters]
+        ['w']
+        """
+        return list(self._parameters)
 
     @property
     def kernels(self) -> list:
@@ -145,21 +175,31 @@ class Function:
         # is applied exactly once and no call sees half of one. Parameters nobody updates
         # need no lock.
         locks = [p.lock for p in self._parameters if p.updated] if self._parameters else ()
-        for lock in locks:
-            lock.acquire()
+        if not locks:
+            return self.compute(arrays, plan)
+        # Python runs a signal handler (a KeyboardInterrupt) only between bytecodes, never
+        # inside a C call: taking the locks, writing the parameters and releasing the locks
+        # are each one C call, so an interrupt cannot leave a lock taken or a parameter
+        # half-written. ``release`` is made first: it releases whatever ``held`` holds.
+        held: list = []
+        release = map(RELEASE, held)
         try:
-            steady = plan.steady   # the backend's fast path, once the plan has run
-            results = steady(*arrays) if steady is not None else self.program.run(arrays, plan)
-            if self.check_finite or anomaly.anomaly_enabled():
-                anomaly.check_results(self, arrays, plan, results)  # raises before any update
-            if self.updates:
-                n = len(self.outputs)
-                for (param, _), value in zip(self.updates, results[n:]):
-                    np.copyto(param.value, value, casting="unsafe")
-                results = results[:n]
+            held.extend(filter(ACQUIRE, locks))
+            return self.compute(arrays, plan)
         finally:
-            for lock in reversed(locks):
-                lock.release()
+            deque(release, 0)   # runs the iterator to its end (maxlen 0: keeps nothing)
+
+    def compute(self, arrays, plan):
+        """One call's results; the updates written (see ``execute`` for the locks)."""
+        steady = plan.steady   # the backend's fast path, once the plan has run
+        results = steady(*arrays) if steady is not None else self.program.run(arrays, plan)
+        if self.check_finite or anomaly.anomaly_enabled():
+            anomaly.check_results(self, arrays, plan, results)  # raises before any update
+        if self.updates:
+            n = len(self.outputs)
+            # all or nothing, even against an interrupt: one C call writes every parameter
+            deque(map(setitem, map(VALUE, self._updated), repeat(...), results[n:]), 0)
+            results = results[:n]
         return results[0] if self.single else results
 
     def to_dot(self) -> str:
@@ -271,7 +311,11 @@ def check_closed(targets: Sequence[Tensor], inputs: Sequence[Tensor]) -> None:
 def coerce(arg, p: Tensor) -> np.ndarray:
     """The argument as a C-contiguous array of the placeholder's dtype (casting as NumPy's
     same_kind)."""
-    array = np.asarray(arg)
+    try:
+        array = np.asarray(arg)
+    except (ValueError, TypeError) as err:   # a ragged list, an object NumPy cannot hold
+        raise type(err)(f"placeholder {p.name!r}: the argument is not an array ({err})") \
+            from None
     if array.dtype != p.dtype:
         if not np.can_cast(array.dtype, p.dtype, casting="same_kind"):
             raise TypeError(f"placeholder {p.name!r}: got {array.dtype} data, which does not "
@@ -322,5 +366,10 @@ def check_node(node: Tensor, in_shapes: list, expected: tuple, env: dict) -> Non
                                  f"(declare that size as 1 to broadcast it)")
     except (ValueError, TypeError) as err:
         operands = ", ".join(str(s) for s in in_shapes)
-        raise ValueError(f"{node.op}: {err}; operand shapes {operands} at this call — built at "
+        # the call-time sizes involved, by the placeholder axes they came from ("x.0" is axis
+        # 0 of placeholder x): which arguments disagree
+        used = sorted(sh.symbols_in(tuple(i.dims for i in node.inputs)), key=repr)
+        sizes = ", ".join(f"{s!r}={env[s]}" for s in used if s in env)
+        raise ValueError(f"{node.op}: {err}; operand shapes {operands} at this call"
+                         f"{f' (sizes {sizes})' if sizes else ''} — built at "
                          f"{location(node.source)}") from None

@@ -45,8 +45,15 @@ def test_examples_exist():
     assert "mlp.py" in [p.name for p in EXAMPLES]
 
 
+# examples that need an optional extra, by the module it provides
+NEEDS = {"distributed_mlp.py": "distributed"}
+
+
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script: Path, tmp_path: Path):
+    if script.name in NEEDS:
+        pytest.importorskip(NEEDS[script.name], reason="needs dask[distributed] "
+                            "(pip install -e '.[distributed]')")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     result = subprocess.run([sys.executable, str(script), *arguments(script, tmp_path)],

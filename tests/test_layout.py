@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "staticgrad"
 STAGES = ["tensor.py", "graph.py", "shapes.py", "dtypes.py", "ops", "autodiff.py", "rewrite.py",
           "schedule.py", "backends/reference.py", "backends/numba/render.py",
           "backends/numba/cache.py", "backends/numba/runtime.py", "backends/numba/mathlib.py",
-          "backends/numba/blas.py", "backends/numba/loops.py", "function.py",
+          "backends/numba/blas.py", "backends/numba/loops.py", "function.py", "export.py",
           "inspect/listing.py", "inspect/dot.py", "inspect/explain.py", "check/anomaly.py",
           "check/gradcheck.py"]
 

@@ -11,6 +11,7 @@ import pytest
 import staticgrad as sg
 
 THREADS = 8
+CALLS = 1000   # per thread: the load, 8 x 1,000 calls
 
 
 def run_threads(worker, count: int = THREADS, timeout: float = 300.0) -> None:
@@ -44,24 +45,27 @@ def tanh_layer():
 
 
 def test_calls_from_eight_threads_equal_serial_calls(tanh_layer):
-    # the reproduction: batch sizes vary, so several shape plans are live at once
+    # the reproduction: batch sizes vary, so several shape plans are live at once,
+    # and every thread feeds different inputs at every step
     x, w, loss, f = tanh_layer
     rng = np.random.default_rng(1)
     inputs = [rng.standard_normal((int(rng.integers(1, 40)), 64)) for _ in range(64)]
     want = [[np.array(o, copy=True) for o in f(a)] for a in inputs]
-    bad, held = [], []
+    bad, held, done = [], [], []
 
     def worker(k):
-        for i in range(300):
+        for i in range(CALLS):
             j = (i * 7 + k) % len(inputs)
             got = f(inputs[j])
             if not all(np.array_equal(g, e) for g, e in zip(got, want[j])):
                 bad.append((k, i))
             if i % 50 == 0:
                 held.append((j, got))      # kept: a later call must not overwrite it
+        done.append(k)
 
     run_threads(worker)
-    assert not bad, f"{len(bad)} of {THREADS * 300} results differ from the serial ones"
+    assert sorted(done) == list(range(THREADS))
+    assert not bad, f"{len(bad)} of {THREADS * CALLS} results differ from the serial ones"
     for j, got in held:
         assert all(np.array_equal(g, e) for g, e in zip(got, want[j])), "a held result changed"
 
@@ -90,13 +94,47 @@ def test_updates_from_eight_threads_are_each_applied_once():
     seen: list = []
 
     def worker(k):
-        for _ in range(250):
+        for _ in range(CALLS):
             seen.append(float(step(np.ones(3))))
 
     run_threads(worker)
-    assert w.value.tolist() == [THREADS * 250.0] * 3
+    assert w.value.tolist() == [THREADS * CALLS * 1.0] * 3
     # each call saw the value left by exactly one earlier call: some serial order
-    assert sorted(seen) == [3.0 * k for k in range(THREADS * 250)]
+    assert sorted(seen) == [3.0 * k for k in range(THREADS * CALLS)]
+
+
+def test_training_steps_from_eight_threads_equal_their_serial_replay():
+    # several parameters updated together by a real step (SGD on a linear model), each thread
+    # with its own data. A step counter updated in the same call says where each call fell
+    # in the serial order the locks made; replaying the calls in that order gives the same
+    # weights bit for bit only if every step read whole values and wrote all of them once.
+    rng = np.random.default_rng(3)
+    x = sg.placeholder((None, 4), name="x")
+    y = sg.placeholder((None,), name="y")
+
+    def model():
+        w, b = sg.parameter(np.zeros(4), name="w"), sg.parameter(np.zeros(()), name="b")
+        t = sg.parameter(np.zeros(()), name="t")
+        loss = sg.mean((x @ w + b - y) ** 2)
+        updates = sg.optim.sgd(loss, [w, b], lr=1e-3) + [(t, t + 1.0)]
+        return (w, b), sg.function([x, y], [loss, t], updates=updates)
+
+    (w, b), step = model()
+    data = [(rng.standard_normal((5, 4)), rng.standard_normal(5)) for _ in range(THREADS)]
+    order: list = []
+
+    def worker(k):
+        for _ in range(CALLS // 4):
+            _, t = step(*data[k])
+            order.append((int(t), k))
+
+    run_threads(worker)
+    assert sorted(t for t, _ in order) == list(range(THREADS * CALLS // 4))
+    (w2, b2), serial = model()
+    for _, k in sorted(order):
+        serial(*data[k])
+    np.testing.assert_array_equal(w.value, w2.value)
+    np.testing.assert_array_equal(b.value, b2.value)
 
 
 def test_reading_a_parameter_while_another_thread_updates_it_sees_whole_values():

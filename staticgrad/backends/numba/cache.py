@@ -7,6 +7,7 @@ where.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import glob
@@ -15,6 +16,7 @@ import importlib
 import importlib.util
 import os
 import pickletools
+import shutil
 import sys
 import tempfile
 import warnings
@@ -38,9 +40,7 @@ def load(source: str, prefix: str = "sgk"):
     the same code at once all succeed. The module is imported from its path (not through
     ``sys.path``), so thousands of kernel files cost no directory scans.
     """
-    stamp = f"{numba.__version__}|{np.__version__}|{sys.version_info[:2]}|{mathlib_digest()}"
-    digest = hashlib.sha256((stamp + source).encode()).hexdigest()[:24]
-    name = f"{prefix}_{digest}"
+    name = entry_name(source, prefix)
     found = sys.modules.get(name)
     if found is not None:
         return found
@@ -53,21 +53,55 @@ def load(source: str, prefix: str = "sgk"):
             folder = fallback_dir(folder, err)
             path = os.path.join(folder, name + ".py")
             write(folder, name, source)
-    drop_broken_numba_cache(folder, name)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        module = import_path(folder, name)
+    except RuntimeError as err:
+        # a read-only folder whose modules are there: Numba finds no writable place for its
+        # machine code (its own user-wide folder unwritable too) and refuses the module
+        if "no locator available" not in str(err):
+            raise
+        folder = fallback_dir(folder, err)
+        write(folder, name, source)
+        module = import_path(folder, name)
     # another thread may have loaded it meanwhile: every caller gets the same module
     return sys.modules.setdefault(name, module)
 
 
+def import_path(folder: str, name: str):
+    """Import ``folder/name.py`` (its Numba cache files checked first)."""
+    drop_broken_numba_cache(folder, name)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def entry_name(source: str, prefix: str = "sgk") -> str:
+    """The module name (and file name) of ``source``: a hash of the text and of the Numba,
+    NumPy, Python and mathlib versions it is compiled with."""
+    stamp = f"{numba.__version__}|{np.__version__}|{sys.version_info[:2]}|{mathlib_digest()}"
+    return f"{prefix}_{hashlib.sha256((stamp + source).encode()).hexdigest()[:24]}"
+
+
 def write(folder: str, name: str, source: str) -> None:
-    """Write ``name.py`` atomically: a temporary file, then a rename."""
+    """Write ``folder/name.py`` atomically."""
     os.makedirs(folder, exist_ok=True)
+    write_atomically(os.path.join(folder, name + ".py"), source.encode())
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename: a reader (or a process that
+    starts after this one is killed) sees the old file or the whole new one, never a part."""
+    folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(source)
-    os.replace(tmp, os.path.join(folder, name + ".py"))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 FALLBACKS: dict = {}   # the cache of private folders: unwritable folder -> this process's own
@@ -78,6 +112,7 @@ def fallback_dir(folder: str, err: OSError) -> str:
     functions still work, compiled anew instead of loaded."""
     if folder not in FALLBACKS:
         FALLBACKS[folder] = tempfile.mkdtemp(prefix="staticgrad-cache-")
+        atexit.register(shutil.rmtree, FALLBACKS[folder], ignore_errors=True)
         warnings.warn(f"staticgrad: cannot write the cache folder {folder} ({err}); compiling "
                       f"into {FALLBACKS[folder]} for this process (set STATICGRAD_CACHE_DIR)",
                       RuntimeWarning, stacklevel=4)
@@ -89,22 +124,26 @@ def drop_broken_numba_cache(folder: str, name: str) -> None:
     the first call. Every file must unpickle, else all of this module's files go (and the
     functions compile again)."""
     files = glob.glob(os.path.join(folder, "__pycache__", f"{name}.*.nb[ic]"))
-    for path in files:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            # walk the pickle opcodes without running them (that would import this module)
-            offset = 0
-            for _ in range(2 if path.endswith(".nbi") else 1):   # .nbi: version, index
-                stop = max(pos for _op, _arg, pos in pickletools.genops(data[offset:]))
-                offset += stop + 1
-            if offset != len(data):
-                raise ValueError("trailing bytes")
-        except Exception:
-            for other in files:
-                with contextlib.suppress(OSError):
-                    os.remove(other)
-            return
+    if not all(map(whole_pickles, files)):
+        for path in files:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+def whole_pickles(path: str) -> bool:
+    """Whether a Numba cache file is whole: an index (``.nbi``) is two pickles (version,
+    index), a data file one, with nothing after. The opcodes are walked, not run (running
+    them would import the module)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        offset = 0
+        for _ in range(2 if path.endswith(".nbi") else 1):
+            stop = max(pos for _op, _arg, pos in pickletools.genops(data[offset:]))
+            offset += stop + 1
+        return offset == len(data)
+    except Exception:   # noqa: BLE001 (any failure to parse means: not whole)
+        return False
 
 
 def matches(path: str, source: str) -> bool:

@@ -351,8 +351,9 @@ class Program:
         if plan.blas is not None:
             lines.append(f"        before = set_threads({plan.blas})")
         for r, (step, (_, _, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):
-            if bounds:
-                lines.append(f"        check_bounds(s, BOUNDS[{r}])")
+            for j, (slot, size, _) in enumerate(bounds):
+                # the index array by its name here: arguments are not in the workspace's slots
+                lines.append(f"        check_index({name(slot)}, {size}, BOUNDS[{r}][{j}][2])")
             call = [name(k) for k in step.args] + [str(i) for i in ints]
             lines.append(f"        K{r}({', '.join(call)})")
         if plan.blas is not None:
@@ -370,13 +371,14 @@ class Program:
         namespace = {"pool": plan.pool, "new_space": self.workspace, "plan": plan,
                      "getrefcount": sys.getrefcount, "empty": np.empty, "array": np.array,
                      "OUT": plan.outputs, "BOUNDS": [b for _, _, _, b in plan.rows],
-                     "check_bounds": check_bounds, "set_threads": blas.set_threads}
+                     "check_index": check_index, "set_threads": blas.set_threads}
         namespace.update({f"P{j}": p for j, p in enumerate(self.params)})
         namespace.update({f"L{j}": node for j, (kind, node, _) in enumerate(self.pick)
                           if kind == "leaf"})
         namespace.update({f"K{r}": entry_point(fn) for r, (fn, _, _, _) in enumerate(plan.rows)})
-        exec(compile(self.steady_source(plan), f"<staticgrad steady {id(plan)}>", "exec"),
-             namespace)
+        # one file name for all: CPython interns a code object's file name for good, so a
+        # name per plan would grow memory with every function ever built
+        exec(compile(self.steady_source(plan), "<staticgrad steady>", "exec"), namespace)
         plan.steady = namespace["steady"]
 
     def fresh_kernels(self, plan) -> dict:
@@ -428,11 +430,15 @@ def gather(positions: list):
 
 
 def check_bounds(slots: list, bounds: list) -> None:
-    """Indices in ``[-size, size)`` or an ``IndexError`` naming the op and the user's line."""
+    """``check_index`` of each ``(slot, size, message)``."""
     for slot, size, message in bounds:
-        idx = slots[slot]
-        if idx.size and (idx.min() < -size or idx.max() >= size):
-            raise IndexError(message)
+        check_index(slots[slot], size, message)
+
+
+def check_index(idx: np.ndarray, size: int, message: str) -> None:
+    """Indices in ``[-size, size)`` or an ``IndexError`` naming the op and the user's line."""
+    if idx.size and (idx.min() < -size or idx.max() >= size):
+        raise IndexError(message)
 
 
 def version() -> str:

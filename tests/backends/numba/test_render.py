@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +10,7 @@ import pytest
 from conftest import tol
 
 import staticgrad as sg
-from staticgrad.backends.numba import cache, loops
+from staticgrad.backends.numba import loops
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,74 +106,6 @@ def test_temporaries_with_disjoint_lifetimes_share_memory(rng):
     assert len(plan.off) > 2 and len(set(plan.off.tolist())) < len(plan.off)   # shared offsets
 
 
-def run_script(code: str, cache: Path, timeout=600) -> str:
-    env = dict(os.environ, STATICGRAD_CACHE_DIR=str(cache),
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                         capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-SCRIPT = """
-    import numpy as np, staticgrad as sg
-    x = sg.placeholder((None,), np.float32, name="x")
-    y = sg.sum(sg.sin(x) * 3.0)
-    f = sg.function([x], [y, sg.grad(y, x)])
-    v = f(np.arange(5, dtype=np.float32))
-    print(f.stats["loaded"], f.stats["compiled"], f.stats["distinct"])
-    print(float(v[0]))
-    print(f.stats["cache"], sorted(f.stats["seconds"]))
-"""
-
-
-def test_a_second_process_loads_compiled_code_from_the_cache(tmp_path):
-    first = run_script(SCRIPT, tmp_path).split()
-    second = run_script(SCRIPT, tmp_path).split()
-    distinct = first[2]
-    assert first[:2] == ["0", distinct]     # every distinct kernel compiled
-    assert second[:2] == [distinct, "0"]    # loaded, not compiled
-    assert first[3] == second[3]
-    # stats say so too, with the time of every stage
-    assert first[4] == "miss" and second[4] == "hit"
-    stages = "['codegen', 'first call', 'import', 'rewrite', 'schedule']"
-    assert " ".join(first[5:]) == " ".join(second[5:]) == stages
-    modules = list(tmp_path.glob("sgk_*.py"))   # one module per distinct kernel
-    assert len(modules) == int(distinct)
-
-
-def test_a_corrupted_entry_is_rebuilt_not_trusted(tmp_path):
-    expected = run_script(SCRIPT, tmp_path).split()[3]
-    modules = list(tmp_path.glob("sgk_*.py"))
-    for module in modules:
-        module.write_text(module.read_text()[:200])       # a torn write
-    for index in (tmp_path / "__pycache__").glob("*"):
-        index.write_bytes(b"garbage")                      # broken Numba cache files
-    again = run_script(SCRIPT, tmp_path).split()
-    assert again[3] == expected
-    assert all(m.read_text().startswith('"""staticgrad kernel') for m in modules)
-
-
-def test_processes_compiling_the_same_graph_at_once_all_succeed(tmp_path):
-    env = dict(os.environ, STATICGRAD_CACHE_DIR=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(SCRIPT)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
-    results = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [r[1] for r in results]
-    assert len({r[0].split()[3] for r in results}) == 1
-
-
-def test_cache_dir_is_configurable(tmp_path, monkeypatch):
-    monkeypatch.setenv("STATICGRAD_CACHE_DIR", str(tmp_path))
-    assert cache.cache_dir() == str(tmp_path)
-    x = sg.placeholder((3,), name="x")
-    f = sg.function([x], sg.exp(x) * 7.25 + 0.125)   # a graph no other test builds
-    kernel = f.program.steps[0].serial
-    assert Path(kernel.py_func.__code__.co_filename).parent == tmp_path
-
-
 def test_transcendentals_call_the_vectorizable_mathlib(w2):
     body = w2.source.split("from staticgrad.backends.numba import blas, mathlib", 1)[1]
     assert "mathlib.tanh(" in body and "mathlib.exp(" in body
@@ -255,20 +183,3 @@ def test_short_fixed_rows_get_their_length_at_run_time(classes, rng):
     ref = sg.function([x], [y, sg.grad(sg.sum(y * y), x)], backend="numpy")(xv)
     for got, expected in zip(f(xv), ref):
         np.testing.assert_allclose(got, expected, **tol(np.float32))
-
-
-def test_an_unwritable_cache_folder_still_works_with_a_warning(tmp_path):
-    # a path that is a file cannot hold the cache, even for root (who ignores read-only modes)
-    blocked = tmp_path / "not-a-folder"
-    blocked.write_text("")
-    code = """
-        import warnings, numpy as np, staticgrad as sg
-        x = sg.placeholder((3,), name="x")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            f = sg.function([x], sg.exp(x) * 3.5 + 0.25)   # a graph no other test builds
-            print(f(np.zeros(3)).tolist(), sum("cannot write" in str(w.message) for w in caught))
-    """
-    out = run_script(code, blocked).split("]")
-    assert out[0] == "[3.75, 3.75, 3.75" and out[1].strip() == "1"   # warned once
-    assert blocked.read_text() == ""
