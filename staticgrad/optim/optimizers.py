@@ -81,6 +81,16 @@ class Optimizer:
     of the number of steps already taken (``sg.optim.cosine_lr(...)``), evaluated in the graph
     on ``state[p]["step"]``. ``max_grad_norm`` clips the gradients by their global norm first
     (``clip_grad_norm``).
+
+    >>> import numpy as np, staticgrad as sg
+    >>> w = sg.parameter(np.array([1.0, -2.0]), name="w")
+    >>> lr = sg.placeholder((), name="lr")                 # fed at each call
+    >>> opt = sg.optim.RMSprop([w], lr=lr)
+    >>> step = sg.function([lr], sg.sum(w * w), updates=opt.updates(sg.sum(w * w)),
+    ...                    backend="numpy")
+    >>> _ = step(0.01); _ = step(0.0)                      # the second step moves nothing
+    >>> np.round(w.value, 3).tolist(), float(opt.state[w]["step"].value)
+    ([0.9, -1.9], 2.0)
     """
 
     def __init__(self, params=None, *, max_grad_norm: float | None = None, **hyper):
@@ -113,9 +123,6 @@ class Optimizer:
                 state[slot] = parameter(np.zeros_like(p.value), name=f"{name}.{slot}")
             self.state[p] = state
         return self.state[p]
-
-    def lr_at(self, step: Tensor):
-        return self.lr(step) if callable(self.lr) else self.lr
 
     def updates(self, loss: Tensor | None = None, params=None, *, grads=None) -> list:
         """The ``[(parameter, new value), ...]`` pairs of one optimizer step.
@@ -153,7 +160,8 @@ class Optimizer:
             state = self.state_of(p, label)
             step = state["step"]
             t = step + 1.0
-            new_p, new_state = self.rule(p, g, state, t, self.lr_at(step))
+            lr = self.lr(step) if callable(self.lr) else self.lr
+            new_p, new_state = self.rule(p, g, state, t, lr)
             updates.append((step, t))
             updates += [(state[slot], value) for slot, value in new_state.items()]
             updates.append((p, new_p))

@@ -22,7 +22,15 @@ __all__ = ["Schedule", "step_lr", "cosine_lr", "linear_warmup"]
 
 
 class Schedule:
-    """A learning rate of the step count ``t`` (an int, or a 0-d tensor in a graph)."""
+    """A learning rate of the step count ``t`` (an int, or a 0-d tensor in a graph): ``rule(t,
+    **params)``.
+
+    >>> import numpy as np, staticgrad as sg
+    >>> halve = sg.optim.Schedule("halve", lambda t, lr: lr * 0.5 ** t, lr=1.0)
+    >>> t = sg.placeholder((), name="t")
+    >>> halve(3), float(sg.function([t], halve(t), backend="numpy")(3.0)), halve
+    (0.125, 0.125, halve(lr=1.0))
+    """
 
     def __init__(self, name: str, rule: Callable, **params):
         self.name, self.rule, self.params = name, rule, params
