@@ -94,8 +94,10 @@ class Optimizer:
     """
 
     def __init__(self, params=None, *, max_grad_norm: float | None = None, **hyper):
-        self.params: list | None = None if params is None else \
+        # (label, parameter) pairs given to the constructor; labels name the state
+        self._given: list | None = None if params is None else \
             parameter_list(params, type(self).__name__)
+        self.params: list | None = None if params is None else [p for _, p in self._given]
         hyper["lr"] = check_lr(hyper["lr"])
         self.defaults: dict = hyper
         vars(self).update(hyper)
@@ -138,7 +140,7 @@ class Optimizer:
         """
         name = type(self).__name__
         if params is None:
-            params = self.params
+            params = self._given
             if params is None:
                 raise TypeError(f"{name}.updates: which parameters? Pass them, "
                                 f"opt.updates(loss, params), or to the constructor")
