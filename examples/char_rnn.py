@@ -9,11 +9,19 @@ does not grow with the window), and a readout gives the logits for ``sg.cross_en
 (``max_grad_norm``) and a cosine learning-rate schedule in the graph. Sampling uses a second
 compiled function, one RNN step on the same parameters.
 
-Step time (one step: forward, backward through the 32 time steps, clipping, Adam update;
-batch 32, 45 characters, hidden 128, float32), measured with ``python -m bench.examples``
-(median of 300 steps after warm-up, 2-core AMD EPYC shared with other jobs, PyTorch 2.13.0 CPU
-with 2 threads): staticgrad (numba) 1.02 ms; PyTorch eager 4.85 ms with the same Python loop
-over time steps, 2.41 ms with ``torch.nn.RNN``'s fused C++ loop.
+Step time (forward, backward through the 32 time steps, clipping, the Adam update and its
+schedule; batch 32, 45 characters, hidden 128, float32), measured with ``python -m
+bench.examples``: the model built by this file against PyTorch eager twins starting from the
+same weights, the systems alternating in blocks of steps, on a 2-core AMD EPYC shared with other
+jobs (load average 3 to 6). Median step, one thread each (``OPENBLAS_NUM_THREADS=1 python -m
+bench.examples --threads 1``): staticgrad 5.0 ms,
+PyTorch eager 8.2 ms with the same Python loop over time steps and 6.9 ms with
+``torch.nn.RNN``'s C++ loop (1.6x and 1.4x slower). With two threads each, staticgrad was the
+slower one: 16 ms against 9.4 and 7.0 ms (and 92 ms against 82 ms in a busier moment). The
+scan's 128 small matrix products per step (32 forward, 96 backward) then run with two OpenBLAS
+threads (chosen from the flops of the whole scan, not of one product) next to Numba's OpenMP
+workers, and on two shared cores the spinning threads fight; ``NUMBA_NUM_THREADS=1
+OPENBLAS_NUM_THREADS=1`` gives the one-thread figure.
 
     python examples/char_rnn.py [--quick] [--plot char_rnn.png]
 """

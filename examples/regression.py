@@ -10,11 +10,14 @@ test MSE and R^2 next to scikit-learn's least-squares fit (the data is nearly li
 does a little better, test R^2 0.49 against 0.45 on this split) and writes the train and test
 loss per epoch to a PNG.
 
-Step time (one mini-batch of 32: forward, backward, Adam update), measured with
-``python -m bench.examples`` (median of 2000 steps after warm-up, float32, 2-core AMD EPYC
-shared with other jobs, PyTorch 2.13.0 CPU with 2 threads): staticgrad (numba) 14.5 µs,
-PyTorch eager (``zero_grad``, forward, ``backward``, ``Adam.step``) 268 µs: 18x faster. A model
-this small is all call overhead, which is what compiling the whole step removes.
+Step time (one mini-batch of 32: forward, backward, the Adam update and its schedule),
+measured with ``python -m bench.examples``: the model built by this file against a PyTorch
+eager twin starting from the same weights (``zero_grad``, forward, ``backward``, ``Adam.step``,
+``scheduler.step``), the systems alternating in blocks of steps, float32, on a 2-core AMD EPYC
+shared with other jobs (load average 3 to 6). Median step, one thread each
+(``OPENBLAS_NUM_THREADS=1 python -m bench.examples --threads 1``): staticgrad 29 µs, PyTorch
+eager 631 µs (22x); two threads each: 31 to 53 µs against 0.77 to 1.05 ms (20 to 25x). A model
+this small is all per-operation overhead, which compiling the whole step into one call removes.
 
     python examples/regression.py [--quick] [--plot regression.png]
 """
