@@ -43,7 +43,7 @@ def main() -> None:
                       dashboard_address=None) as cluster, Client(cluster) as client:
         shards = sgd.shards(client, load_shard, SHARDS)
         trainer = sgd.data_parallel(loss, [w1, w2], [x, labels], client, shards,
-                                    optimizer=lambda l, p: sg.optim.adam(l, p, lr=0.01),
+                                    optimizer=sg.optim.Adam(lr=0.01),
                                     reduce="mean")     # each shard's loss is a mean
         t0 = time.perf_counter()
         for step in range(1, 31):

@@ -203,22 +203,25 @@ def pinned(holders: dict, shard: Future) -> list:
     return list(holders.get(shard.key, ()))[:1]
 
 
-def optimizer_step(params: Sequence[Parameter], optimizer: Callable) -> Function:
-    """A compiled function of the gradients (one argument per parameter) that applies
-    ``optimizer(loss, params) -> [(parameter, new value), ...]`` (``sg.optim.sgd`` or
-    ``adam`` with their settings bound, or any such callable) to ``params`` in place: the
-    optimizer differentiates a loss whose gradient is the given one.
+def optimizer_step(params: Sequence[Parameter], optimizer) -> Function:
+    """A compiled function of the gradients (one argument per parameter) that applies the
+    optimizer to ``params`` in place: an ``sg.optim`` optimizer object (``sg.optim.Adam(lr=
+    1e-3)``), or any callable ``optimizer(loss, params) -> [(parameter, new value), ...]``
+    (``sg.optim.sgd`` with its settings bound), which differentiates a loss whose gradient is
+    the given one.
 
     >>> import numpy as np, staticgrad as sg
     >>> import staticgrad.distributed as sgd
     >>> w = sg.parameter(np.array([1.0, 2.0]), name="w")
-    >>> step = sgd.optimizer_step([w], lambda loss, ps: sg.optim.sgd(loss, ps, lr=0.5))
+    >>> step = sgd.optimizer_step([w], sg.optim.SGD(lr=0.5))
     >>> step(np.array([2.0, 2.0])); w.value.tolist()
     []
     [0.0, 1.0]
     """
     grads = [placeholder(p.dims, p.dtype, name=f"grad {p.name or k}")
              for k, p in enumerate(params)]
+    if hasattr(optimizer, "updates"):      # an sg.optim optimizer takes the gradients as they are
+        return function(grads, [], updates=optimizer.updates(params=list(params), grads=grads))
     terms = [sum_(stop_gradient(g) * p) for g, p in zip(grads, params)]
     surrogate = terms[0]
     for term in terms[1:]:
@@ -266,12 +269,12 @@ def accumulate(results: list) -> tuple:
 
 
 def data_parallel(loss: Tensor, params: Sequence[Parameter], inputs: Sequence[Tensor],
-                  client: Client, shards: Shards, optimizer: Callable, reduce: str = "sum",
+                  client: Client, shards: Shards, optimizer, reduce: str = "sum",
                   timeout: float = TIMEOUT) -> DataParallel:
     """A trainer: ``trainer.step()`` runs one synchronous data-parallel step of ``loss`` (a
     scalar of the placeholders ``inputs``) over ``shards`` and updates ``params`` on the
-    driver with ``optimizer``, a callable ``(loss, params) -> updates`` such as
-    ``lambda l, p: sg.optim.adam(l, p, lr=1e-3)``. ``reduce="sum"`` adds the shards' losses
+    driver with ``optimizer``: an ``sg.optim`` optimizer (``sg.optim.Adam(lr=1e-3)``) or a
+    callable ``(loss, params) -> updates``. ``reduce="sum"`` adds the shards' losses
     and gradients (for a loss that sums over rows), ``"mean"`` averages them (a per-shard
     mean over equal shards). ``timeout`` bounds every wait, in seconds.
     """

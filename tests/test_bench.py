@@ -264,3 +264,15 @@ def test_w7_runs_the_same_model_in_every_system():
     result = w7.run("staticgrad sg.scan", 3, str(ROOT / ".staticgrad_cache"))
     reference = w7.run("staticgrad unrolled", 3, str(ROOT / ".staticgrad_cache"))
     assert "error" not in result and abs(result["loss"] - reference["loss"]) < 1e-5
+
+
+def test_examples_bench_times_the_same_model_in_every_system():
+    """``python -m bench.examples``: each example's PyTorch twin starts from the same weights
+    and its first loss equals staticgrad's (``measure`` raises otherwise)."""
+    torch = pytest.importorskip("torch")
+    from bench import examples
+    for make in (examples.regression, examples.char_rnn):
+        case = make(torch, total_steps=10)
+        times = examples.measure(case, steps=2, rounds=1)
+        assert set(times) == set(case) - {"name"} and "staticgrad" in times
+        assert all(median > 0 and best > 0 for median, best in times.values())
