@@ -59,13 +59,14 @@ class Kernel:
             return sum(count(t.dims) * t.dtype.itemsize for t in nodes
                        if not (t.leaf == "constant" and t.value.size == 1))
 
-        flops = gemm = 0
+        flops = gemm = largest = 0
         for n in self.nodes:
             work = REGISTRY[n.op].flops(n, count)
             flops += work["flops"]
             gemm += work["gemm"]
+            largest = max(largest, work["largest"])
         return {"read": nbytes(self.reads), "written": nbytes(self.writes), "flops": flops,
-                "gemm": gemm}
+                "gemm": gemm, "largest": largest}
 
     def __repr__(self) -> str:
         ops = ", ".join(f"{n.op}" for n in self.nodes)

@@ -88,3 +88,14 @@ def test_the_gradient_sums_keep_two_steps_whatever_the_length():
         sizes.append((forward.dims[0], backward.dims[0]))
     assert sizes[0][1] == sizes[1][1] == 2 * B * H + 2 * D * H + 2 * H * H
     assert sizes[1][0] > 3 * sizes[0][0]         # the forward keeps its history: the VJP reads it
+
+
+def test_a_scan_runs_its_small_products_on_one_blas_thread():
+    # BLAS threads are chosen by the largest single product, not by the T products of a call
+    x, wx, wh, loss = rnn(200)
+    f = sg.function([x], [loss, *sg.grad(loss, [wx, wh])])
+    f(np.zeros((200, B, D)))
+    (plan,) = f._plans.values()
+    assert plan.blas == 1           # before: no thread count set, so OpenBLAS used every core
+    costs = [k.cost(plan.env) for k in f.kernels if k.kind == "scan"]
+    assert all(c["gemm"] >= 200 * c["largest"] > 0 for c in costs)

@@ -77,7 +77,10 @@ class OpDef:
     checks: Callable | None = None     # (node) -> [(index tensor, axis size)] bounds-checked
     # OPAQUE: (node, code) -> lines of generated code (``code`` names arrays and sizes)
     emit: Callable | None = None
-    cost: Callable | None = None       # (node, count) -> {"flops": n, "gemm": n}; count(dims)
+    # (node, count) -> {"flops": n, "gemm": n, "largest": n}; count(dims) -> elements. ``gemm``
+    # is all the matrix-product work, ``largest`` the largest single product (BLAS threads are
+    # chosen by it: a scan's T small products are each too small for two threads)
+    cost: Callable | None = None
     # the VJP also takes ``needed`` (a flag per input: is its gradient asked for?) and may skip
     # the others (a scan's per-step input gradients cost a matrix product a step)
     partial_vjp: bool = False
@@ -86,12 +89,13 @@ class OpDef:
         """Estimated work of ``node``: one flop per element of an elementwise op or of a
         reduction's input, unless ``cost`` says otherwise."""
         if self.cost is not None:
-            return self.cost(node, count)
+            work = self.cost(node, count)
+            return {"largest": work["gemm"], **work}
         if self.kind is Kind.ELEMENTWISE:
-            return {"flops": count(node.dims), "gemm": 0}
+            return {"flops": count(node.dims), "gemm": 0, "largest": 0}
         if self.kind is Kind.REDUCE:
-            return {"flops": count(node.inputs[0].dims), "gemm": 0}
-        return {"flops": 0, "gemm": 0}
+            return {"flops": count(node.inputs[0].dims), "gemm": 0, "largest": 0}
+        return {"flops": 0, "gemm": 0, "largest": 0}
 
 
 REGISTRY: dict[str, OpDef] = {}

@@ -68,6 +68,8 @@ defop("matmul", Kind.OPAQUE, matmul_shape, lambda dtypes: dt.ufunc_dtype(np.matm
       stores=lambda node: [buffer_of(x.inputs[0] if swaps_last_two(x) else x)
                            for x in node.inputs],
       cost=lambda node, count: {"flops": 0, "gemm": 2 * count(node.dims)
+                                * count(node.inputs[0].dims[-1:]),
+                                "largest": 2 * count(node.dims[-2:])
                                 * count(node.inputs[0].dims[-1:])})
 
 

@@ -223,10 +223,18 @@ def scan_emit(node: Tensor, code) -> list:
         ["    " + line for line in step or ["pass"]]
 
 
+def scan_cost(node: Tensor, count) -> dict:
+    """The body's work times the length; its largest matrix product is the largest of one
+    step (what BLAS threads are chosen by)."""
+    attrs = dict(node.attrs)
+    work = [REGISTRY[n.op].flops(n, count) for n in toposort(attrs["body"].outputs) if n.op]
+    return {"flops": attrs["length"] * sum(w["flops"] for w in work),
+            "gemm": attrs["length"] * sum(w["gemm"] for w in work),
+            "largest": max((w["largest"] for w in work), default=0)}
+
+
 defop("scan", Kind.OPAQUE, scan_shape, scan_dtype, scan_reference, scan_vjp, emit=scan_emit,
-      partial_vjp=True,
-      cost=lambda node, count: {"flops": dict(node.attrs)["length"] * sum(
-          count(n.dims) for n in toposort(dict(node.attrs)["body"].outputs) if n.op), "gemm": 0})
+      partial_vjp=True, cost=scan_cost)
 
 
 def as_tuple(value) -> tuple:

@@ -150,9 +150,7 @@ class Program:
             if plan.prepared:
                 return
             env = plan.env
-            gemm = [k.cost(env)["gemm"] for k in self.kernels if k.kind != "loop"]
-            plan.blas = None if not any(gemm) else \
-                blas.threads_for(max(gemm), numba.get_num_threads())
+            plan.blas = self.blas_threads(env)
             plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
             threads = numba.get_num_threads()
             rows = []
@@ -197,6 +195,19 @@ class Program:
         start = int(sh.evaluate(offset, plan.env))
         shape = plan.shapes[id(node)]
         return self.slot[id(base)], start, start + int(np.prod(shape)), shape
+
+    def blas_threads(self, env: dict) -> dict:
+        """``{row: BLAS threads to set before it}``: each kernel that calls BLAS runs with the
+        threads its largest single product wants (a scan's per-step products on one thread,
+        the big product next to it on two); set only where the count changes."""
+        switches, current = {}, None
+        for r, kernel in enumerate(self.kernels):
+            largest = kernel.cost(env)["largest"] if kernel.kind != "loop" else 0
+            if largest:
+                wanted = blas.threads_for(largest, numba.get_num_threads())
+                if wanted != current:
+                    switches[r] = current = wanted
+        return switches
 
     def workspace(self, plan) -> Workspace:
         """Fresh memory for calls of ``plan``: its own arenas, with a view per temporary."""
@@ -272,17 +283,19 @@ class Program:
             slots[k] = slots[base].reshape(-1)[start:stop].reshape(shape)
         if not plan.called or spent is not None:
             return self.measured_call(plan, space, spent)
-        blas_threads = plan.blas
-        before = blas.set_threads(blas_threads) if blas_threads is not None else None
+        switches, before = plan.blas, None
         try:
-            for fn, args, ints, bounds in plan.rows:
+            for r, (fn, args, ints, bounds) in enumerate(plan.rows):
+                if r in switches:
+                    previous = blas.set_threads(switches[r])
+                    before = previous if before is None else before
                 if bounds:
                     check_bounds(slots, bounds)
                 fn(*args(slots), *ints)
         finally:
             # the workspace must not keep the caller's arrays (or the outputs) alive
             slots[:self.per_call] = self.nothing
-            if before is not None and before != blas_threads:
+            if before is not None:
                 blas.set_threads(before)
         return list(outs)
 
@@ -293,9 +306,12 @@ class Program:
         first = not plan.called
         fresh = self.fresh_kernels(plan)
         clock = time.perf_counter()
-        before = blas.set_threads(plan.blas) if plan.blas is not None else None
+        before = None
         try:
-            for step, (fn, args, ints, bounds) in zip(self.steps, plan.rows):
+            for r, (step, (fn, args, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):
+                if r in plan.blas:
+                    previous = blas.set_threads(plan.blas[r])
+                    before = previous if before is None else before
                 t0 = time.perf_counter()
                 if bounds:
                     check_bounds(slots, bounds)
@@ -304,7 +320,7 @@ class Program:
                     spent.setdefault(step.code.kernel.name, []).append(time.perf_counter() - t0)
         finally:
             slots[:self.per_call] = self.nothing
-            if before is not None and before != plan.blas:
+            if before is not None:
                 blas.set_threads(before)
         if fresh:
             self.record_first_call(fresh, time.perf_counter() - clock)
@@ -348,16 +364,24 @@ class Program:
         for j, (base, start, stop, shape) in enumerate(plan.call_views):
             lines.append(f"        v{j} = {name(base)}.reshape(-1)[{start}:{stop}]"
                          f".reshape({shape})")
-        if plan.blas is not None:
-            lines.append(f"        before = set_threads({plan.blas})")
+        if plan.blas:   # the BLAS thread count is restored however the call ends
+            lines += ["        before = None", "        try:"]
+        pad = "    " if plan.blas else ""
+        first = True
         for r, (step, (_, _, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):
+            if r in plan.blas:
+                lines.append(f"        {pad}{'before = ' if first else ''}"
+                             f"set_threads({plan.blas[r]})")
+                first = False
             for j, (slot, size, _) in enumerate(bounds):
                 # the index array by its name here: arguments are not in the workspace's slots
-                lines.append(f"        check_index({name(slot)}, {size}, BOUNDS[{r}][{j}][2])")
+                lines.append(f"        {pad}check_index({name(slot)}, {size}, "
+                             f"BOUNDS[{r}][{j}][2])")
             call = [name(k) for k in step.args] + [str(i) for i in ints]
-            lines.append(f"        K{r}({', '.join(call)})")
-        if plan.blas is not None:
-            lines.append("        set_threads(before)")
+            lines.append(f"        {pad}K{r}({', '.join(call)})")
+        if plan.blas:
+            lines += ["        finally:", "            if before is not None:",
+                      "                set_threads(before)"]
         results = []
         for kind, k, again in self.pick:
             results.append((f"o{k}.copy()" if again else f"o{k}") if kind == "out" else
