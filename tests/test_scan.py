@@ -4,10 +4,12 @@ back from its history, constant inputs folded into the body, and no copies aroun
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
 import staticgrad as sg
+from staticgrad.backends.numba import blas
 from staticgrad.rewrite import simplify
 from staticgrad.tensor import toposort
 
@@ -96,6 +98,30 @@ def test_a_scan_runs_its_small_products_on_one_blas_thread():
     f = sg.function([x], [loss, *sg.grad(loss, [wx, wh])])
     f(np.zeros((200, B, D)))
     (plan,) = f._plans.values()
-    assert plan.blas == 1           # before: no thread count set, so OpenBLAS used every core
+    # before: no thread count was set, so OpenBLAS ran the small products on every core
+    assert set(plan.blas.values()) == {1}
     costs = [k.cost(plan.env) for k in f.kernels if k.kind == "scan"]
     assert all(c["gemm"] >= 200 * c["largest"] > 0 for c in costs)
+
+
+def test_each_blas_kernel_gets_the_threads_its_own_products_want():
+    # a big product beside a scan of small ones: two threads for it, one for the scan's steps
+    rng = np.random.default_rng(0)
+    x = sg.placeholder((None, 300), np.float32, name="x")
+    w = sg.parameter(rng.standard_normal((300, 300)).astype(np.float32), name="w")
+    xs = sg.placeholder((20, 4, 16), np.float32, name="xs")
+    wh = sg.parameter((0.1 * rng.standard_normal((16, 16))).astype(np.float32), name="wh")
+    h, _ = sg.scan(lambda h, xt: (sg.tanh(xt + h @ wh), None),
+                   sg.constant(np.zeros((4, 16), np.float32)), xs)
+    loss = sg.sum((x @ w) ** 2) + sg.sum(h)
+    f = sg.function([x, xs], [loss, *sg.grad(loss, [w, wh])])
+    a, b = rng.standard_normal((200, 300)), rng.standard_normal((20, 4, 16))
+    before = blas.set_threads(1)
+    f(a, b)
+    (plan,) = f._plans.values()
+    kinds = {f.kernels[r].kind: n for r, n in plan.blas.items()}
+    assert kinds == {"matmul": numba.get_num_threads(), "scan": 1}
+    assert blas.set_threads(before) == 1          # the caller's count is restored
+    ref = sg.function([x, xs], [loss, *sg.grad(loss, [w, wh])], backend="numpy")
+    for got, want in zip(f(a, b), ref(a, b)):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-3)
