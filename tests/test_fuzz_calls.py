@@ -35,7 +35,8 @@ def model():
     oracle = sg.function([x, labels], [loss, *[v for _, v in updates]], backend="numpy")
     steps[False](np.zeros((2, FEATURES), np.float32), np.zeros(2, np.int64))
     steps[True](np.zeros((2, FEATURES), np.float32), np.zeros(2, np.int64))
-    return (w, b), steps, oracle
+    # every parameter the step writes (the optimizer's state too), in the updates' order
+    return [p for p, _ in updates], steps, oracle
 
 
 def good(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
