@@ -133,9 +133,9 @@ class Tensor:
         set_(self, "dtype", dtype)
         set_(self, "weak", weak)
         set_(self, "name", name)
-        parent = _derived_from.get()
-        set_(self, "source", source or (parent.source if parent is not None else user_line()))
-        set_(self, "origin", parent.origin if parent is not None else _backward_of.get())
+        site, origin = creation_site()
+        set_(self, "source", source or site)
+        set_(self, "origin", origin)
         set_(self, "requires_grad", requires_grad)
         set_(self, "leaf", leaf)
         set_(self, "serial", next(_serials))
@@ -333,10 +333,23 @@ def as_tensor(value) -> Tensor:
     return constant(value)
 
 
+def creation_site() -> tuple:
+    """``(source, origin)`` of a node made now: the user's line and the backward rule making
+    it, or those of the node a rewrite is replacing."""
+    parent = _derived_from.get()
+    if parent is not None:
+        return parent.source, parent.origin
+    return user_line(), _backward_of.get()
+
+
 def node(op: str, inputs: tuple, attr_items: tuple, weak: bool, infer) -> Tensor:
     """The interned node ``op(*inputs, **attrs)``: found if it exists, else made with
     ``infer() -> (dims, dtype, requires_grad)``. ``ops.apply`` is its one caller."""
     key = (op, tuple(id(i) for i in inputs), attr_items, weak)
+    if all(i.leaf == "constant" for i in inputs):
+        # made of constants only (a VJP's ``b - 1``), it would be the same node in unrelated
+        # graphs, listed with whichever line made it first: one per place that makes it
+        key += creation_site()
     found = _interned.get(key)
     if found is not None:
         return found

@@ -7,6 +7,7 @@ import shutil
 import networkx as nx
 import numpy as np
 import pytest
+from conftest import caller_line
 
 import staticgrad as sg
 
@@ -258,3 +259,20 @@ def test_render_with_graphviz_writes_an_svg(compiled, tmp_path):
     out = tmp_path / "step.svg"
     compiled.render(str(out))
     assert "<svg" in out.read_text()
+
+
+def test_a_node_made_of_constants_is_listed_at_the_line_that_made_it():
+    # pow's VJP builds ``2.0 - 1.0``: shared by unrelated graphs, it would carry the line of
+    # whichever graph made it first into every listing
+    def square_grad():
+        x = sg.placeholder((3,), np.float32, name="x")
+        return sg.grad(sg.sum(x ** 2), x)
+
+    first = square_grad()
+    x = sg.placeholder((3,), np.float32, name="x")
+    second = sg.grad(sg.sum(x ** 2), x)
+    line = caller_line() - 1
+    ours = str(sg.graph(second))
+    assert f"test_graph.py:{line}" in ours
+    assert f"test_graph.py:{line - 4}" not in ours       # square_grad's line
+    assert str(sg.graph(first)).count("sub ") == ours.count("sub ") == 1
