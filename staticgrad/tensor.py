@@ -348,8 +348,10 @@ def node(op: str, inputs: tuple, attr_items: tuple, weak: bool, infer) -> Tensor
     key = (op, tuple(id(i) for i in inputs), attr_items, weak)
     if all(i.leaf == "constant" for i in inputs):
         # made of constants only (a VJP's ``b - 1``), it would be the same node in unrelated
-        # graphs, listed with whichever line made it first: one per place that makes it
-        key += creation_site()
+        # graphs, listed with whichever line made it first: one per backward rule that makes
+        # it (the same graph built twice still shares it), or per user line outside one
+        source, origin = creation_site()
+        key += (origin,) if origin is not None else (source,)
     found = _interned.get(key)
     if found is not None:
         return found
