@@ -585,3 +585,30 @@ def test_out_of_bounds_indices_raise_naming_the_op_and_line(backend):
     for bad in ([0, 1, 7, 2], [0, -6, 1, 1]):     # in range once the axes are merged, not before
         with pytest.raises(IndexError, match=f"take at test_function.py:{line}: .*out of bounds"):
             f(xv, np.array(bad))
+
+
+@pytest.mark.parametrize("unchecked", [False, True])
+def test_the_fast_call_path_gives_way_whenever_its_case_does_not_hold(backend, unchecked):
+    # a call goes straight to its plan's steady code only for right arrays of a known shape,
+    # parameters nobody updates and anomaly mode off; every other call takes the general path
+    x = sg.placeholder((None,), np.float32, name="x")
+    w = sg.parameter(np.ones(3, np.float32), name="w")
+    f = sg.function([x], sg.sum(x) * w, backend=backend)
+    call = f.unchecked if unchecked else f
+    a = np.arange(3, dtype=np.float32)
+    for _ in range(3):                           # the first call plans; the later ones are fast
+        np.testing.assert_allclose(call(a), np.full(3, 3.0))
+    np.testing.assert_allclose(call(np.arange(5, dtype=np.float32)), np.full(3, 10.0))
+    np.testing.assert_allclose(f(a.astype(np.float64)), np.full(3, 3.0))   # converted
+    np.testing.assert_allclose(f(np.arange(6, dtype=np.float32)[::2]), np.full(3, 6.0))
+    with pytest.raises(TypeError, match="'x'"):
+        call()
+    with pytest.raises(TypeError, match="'x'"):
+        call(a, a)
+    with sg.detect_anomaly():
+        bad = np.array([np.inf, -np.inf, 0], np.float32)
+        with pytest.raises(sg.AnomalyError):
+            call(bad)
+    double = sg.function([], [], updates=[(w, w * 2.0)], backend=backend)
+    double()                                     # from now on f's calls take w's lock
+    np.testing.assert_allclose(call(a), np.full(3, 6.0))
