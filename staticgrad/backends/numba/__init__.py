@@ -8,9 +8,16 @@ them as one readable module of Numba loops; ``cache`` stores it on disk by a has
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-from ...graph import Graph
+# Numba's OpenMP workers spin after each threaded loop by default, taking the cores from the
+# BLAS threads of the product that follows (W9, a CNN step: 8-11 ms a call spinning, 2.6-4.0 ms
+# passive, alternating processes). OpenMP reads this when Numba first starts its threads, which
+# is after this import; a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from ...graph import Graph  # noqa: E402
 from ...tensor import Tensor
 from .runtime import Program
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 import staticgrad as sg
 
@@ -78,3 +83,15 @@ def test_a_view_keeps_its_base_alive_until_its_last_reader():
     a = np.random.default_rng(1).standard_normal((8, 8)) / 4
     for got, want in zip(f(a), ref(a)):
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_workers_sleep_between_loops_unless_the_user_says_otherwise(given, expected):
+    # spinning OpenMP workers take the cores from the BLAS threads of the next product
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, staticgrad.backends.numba; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == expected
