@@ -24,7 +24,7 @@ from ...graph import Graph
 from ...inspect import timed
 from ...schedule import is_view, schedule
 from ...tensor import Tensor
-from . import blas
+from . import blas, workers
 from .cache import load
 from .render import FORMAT, PARALLEL_MIN, checks, listing, render_kernel
 
@@ -306,6 +306,14 @@ class Program:
         first = not plan.called
         fresh = self.fresh_kernels(plan)
         clock = time.perf_counter()
+        if fresh:
+            # the new kernels, each with the argument types this call gives it
+            jobs, seen = [], set()
+            for fn, args, ints, _ in plan.rows:
+                if id(fn) in fresh and id(fn) not in seen:
+                    seen.add(id(fn))
+                    jobs.append((fn, tuple(numba.typeof(v) for v in (*args(slots), *ints))))
+            self.stats["workers"] = workers.compile_all(jobs)
         before = None
         try:
             for r, (step, (fn, args, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):

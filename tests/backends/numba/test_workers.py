@@ -1,0 +1,73 @@
+"""A cold first call compiles its new kernels on every core: a share here, the rest in worker
+processes that leave the machine code in the disk cache, which the call then loads. Each case
+runs in a fresh process with an empty cache (a process that compiled a kernel once never
+compiles it again)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from staticgrad.backends.numba import workers
+
+ROOT = Path(__file__).resolve().parents[3]
+
+SCRIPT = """
+import json, subprocess, sys
+import numpy as np
+import staticgrad as sg
+from staticgrad.backends.numba import workers
+workers.STARTUP = 0                  # a share for a worker, however little there is
+if sys.argv[1] == "refuse":          # no process can be started
+    def refuse(*args, **kwargs):
+        raise OSError("no processes here")
+    subprocess.Popen = refuse
+x = sg.placeholder((None, 6), name="x")
+w = sg.parameter(np.linspace(-1, 1, 24).reshape(6, 4), name="w")
+v = sg.parameter(np.linspace(1, 2, 8).reshape(4, 2), name="v")
+loss = sg.sum(sg.exp(-(sg.tanh(x @ w) @ v) ** 2))
+outputs = [loss, *sg.grad(loss, [w, v])]
+f = sg.function([x], outputs)
+a = np.random.default_rng(0).standard_normal((5, 6))
+ok = all(np.allclose(g, r, rtol=1e-12, atol=0) for g, r in
+         zip(f(a), sg.function([x], outputs, backend="numpy")(a)))
+print(json.dumps({"ok": ok, **{k: f.stats.get(k) for k in ("workers", "compiled", "loaded")}}))
+"""
+
+
+def cold_run(tmp_path: Path, how: str, count: str) -> dict:
+    env = dict(os.environ, STATICGRAD_CACHE_DIR=str(tmp_path), STATICGRAD_COMPILE_WORKERS=count,
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), how], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_workers_compile_a_share_that_the_call_loads(tmp_path):
+    stats = cold_run(tmp_path, "normal", "2")
+    assert stats["ok"] and stats["workers"] == 2
+    assert stats["loaded"] >= 1 and stats["compiled"] >= 1   # the worker's, and this process's
+
+
+def test_no_workers_when_switched_off(tmp_path):
+    stats = cold_run(tmp_path, "normal", "0")
+    assert stats["ok"] and stats["workers"] == 0 and stats["loaded"] == 0
+
+
+def test_a_worker_that_cannot_start_changes_nothing(tmp_path):
+    stats = cold_run(tmp_path, "refuse", "2")
+    assert stats["ok"] and stats["loaded"] == 0 and stats["compiled"] >= workers.MIN_JOBS
+
+
+def test_how_many_workers(monkeypatch):
+    monkeypatch.setenv("STATICGRAD_COMPILE_WORKERS", "4")
+    assert workers.worker_count(workers.MIN_JOBS - 1) == 0 and workers.worker_count(9) == 4
+    monkeypatch.setenv("STATICGRAD_COMPILE_WORKERS", "1")
+    assert workers.worker_count(9) == 0
+    monkeypatch.delenv("STATICGRAD_COMPILE_WORKERS")
+    assert workers.worker_count(9) == min(9, os.cpu_count() or 1) or (os.cpu_count() or 1) < 2
