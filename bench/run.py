@@ -173,9 +173,12 @@ def add_ratios(result: dict, hardware: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     settings = timing.QUICK if args.quick else timing.FULL
+    # the systems first: each library starts its thread pools with the settings it would have
+    # in a user's process (staticgrad's Numba workers sleep between loops, set on its import;
+    # the floor's Numba triad, run first, would start them spinning)
+    setups = {s.name: setup(s) for s in args.selected}
     log(f"bench ({'quick' if args.quick else 'full'}): measuring the hardware floor")
     before = floor.measure(settings.floor_scale)
-    setups = {s.name: setup(s) for s in args.selected}
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "mode": "quick" if args.quick else "full", "machine": machine(),
               "settings": settings.to_dict(),

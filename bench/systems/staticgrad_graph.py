@@ -17,10 +17,15 @@ def setup(backend: str) -> dict:
     import staticgrad as sg
     info = {"version": sg.__version__, "backend": backend}
     if backend == "numba":
+        import os
+
         import numba
-        try:  # known only once a parallel function has run (floor.py's triad has)
+
+        import staticgrad.backends.numba  # noqa: F401  (its OpenMP policy, before any loop runs)
+        info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+        try:  # known only once a parallel function has run
             layer = numba.threading_layer()
-        except ValueError:
+        except ValueError:  # setup runs before any: the configured choice
             layer = numba.config.THREADING_LAYER
         info.update(numba=numba.__version__, numba_threads=numba.get_num_threads(),
                     threading_layer=layer)
