@@ -9,17 +9,51 @@ them as one readable module of Numba loops; ``cache`` stores it on disk by a has
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
-# Numba's OpenMP workers spin after each threaded loop by default, taking the cores from the
-# BLAS threads of the product that follows (W9, a CNN step: 8-11 ms a call spinning, 2.6-4.0 ms
-# passive, alternating processes). OpenMP reads this when Numba first starts its threads, which
-# is after this import; a value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numba
 
-from ...graph import Graph  # noqa: E402
+from ...graph import Graph
 from ...tensor import Tensor
 from .runtime import Program
+
+
+def shared_openmp_loaded() -> bool:
+    """Whether a process-wide ``libgomp.so.1`` is loaded already (PyTorch ships one under that
+    name; wheels that rename their copy, as scikit-learn's do, keep it to themselves). Numba's
+    OpenMP loops would run on it, with the wait policy it read when it was loaded. Linux only:
+    elsewhere False.
+
+    >>> isinstance(shared_openmp_loaded(), bool)
+    True
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            return any(re.search(r"/libgomp\.so\.1[.\d]*$", line.rstrip()) for line in maps)
+    except OSError:
+        return False
+
+
+def quiet_threads() -> None:
+    """Keep Numba's idle workers off the cores between loops, unless the user chose.
+
+    OpenMP workers spin after each threaded loop by default, taking the cores from the BLAS
+    threads of the product that follows (W9, a CNN step: 8-11 ms a call spinning, 2.6-4.0 ms
+    passive, alternating processes). OpenMP reads ``OMP_WAIT_POLICY`` once, when it is loaded:
+    normally when Numba first starts its threads, after this import. If another library loaded
+    the shared OpenMP first (``import torch`` before staticgrad), it is too late for that, and
+    Numba's own work-queue pool, whose workers sleep, serves instead (W9 after a PyTorch step:
+    8.0-11.7 ms on a spinning OpenMP, 3.0-4.1 ms on the work queue).
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    if shared_openmp_loaded() and "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"  # read when the first threaded loop runs
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+quiet_threads()
 
 
 def compile(placeholders: Sequence[Tensor], graph: Graph, stats: dict) -> Program:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -95,3 +96,22 @@ def test_openmp_workers_sleep_between_loops_unless_the_user_says_otherwise(given
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == expected
+
+
+def test_numba_threads_avoid_an_openmp_that_another_library_started_spinning():
+    # PyTorch loads the shared libgomp before staticgrad can ask it to let workers sleep
+    try:
+        ctypes.CDLL("libgomp.so.1")
+    except OSError:
+        pytest.skip("no shared libgomp on this platform")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    code = ("import ctypes, numba; ctypes.CDLL('libgomp.so.1'); "
+            "import staticgrad.backends.numba as b; print(b.shared_openmp_loaded(), "
+            "numba.config.THREADING_LAYER); import staticgrad as sg, numpy as np; "
+            "x = sg.placeholder((None,), np.float64, name='x'); "
+            "f = sg.function([x], sg.sum(sg.exp(x))); print(f(np.zeros(100000)), "
+            "numba.threading_layer())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.split() == ["True", "workqueue", "100000.0", "workqueue"]
