@@ -26,13 +26,20 @@ OPAQUE_ROWS = range(8, 129)
 # 16, LLVM unrolls the loop around the row loop completely, 16 vectorized copies of it, and its
 # loop strength reduction over them took 0.7 s of a copy kernel's 0.8 s compile (0.17 s opaque)
 OPAQUE_OUTER = 2
+# ... unless the loop and the loops inside it make this few iterations in all: then LLVM turns
+# the nest into straight code (a 2x2 pooling window: its max-pool kernel 190 -> 100 us)
+SMALL_NEST = 16
 
 
-def opaque(extent, innermost: bool) -> bool:
-    """Whether a loop of this extent is given its length as an argument, not a literal."""
+def opaque(extent, innermost: bool, nest: tuple = ()) -> bool:
+    """Whether a loop of this extent is given its length as an argument, not a literal;
+    ``nest`` is the extents of the loops it holds, itself first."""
     if not sh.is_static(extent):
         return False
-    return extent in OPAQUE_ROWS if innermost else extent >= OPAQUE_OUTER
+    if innermost:
+        return extent in OPAQUE_ROWS
+    small = all(sh.is_static(e) for e in nest) and int(np.prod(nest)) <= SMALL_NEST
+    return extent >= OPAQUE_OUTER and not small
 
 
 def literal(value, dtype: np.dtype) -> str:
@@ -110,8 +117,8 @@ class Nest:
                 out += self.own[p][0][0] + self.own[p][1][0]
             return out + self.after
         extent = self.writer.space[0]
-        n0 = self.writer.names.row(extent) if opaque(extent, self.rank == 1) else \
-            self.writer.names.dim(extent)
+        fixed = opaque(extent, self.rank == 1, tuple(self.writer.space))
+        n0 = self.writer.names.row(extent) if fixed else self.writer.names.dim(extent)
         if not self.writer.chunked:   # too small for threads: one pass over the whole range
             return out + [f"lo, hi = np.uint64(0), np.uint64({n0})"] + self.level(0) + self.after
         # the threads split axis 0 into nc chunks (nc = 1 without threads). Unsigned bounds:
@@ -144,7 +151,7 @@ class Nest:
         head, tail = (section[0]["block"], section[1]["block"]) if d == self.rank - 1 \
             else ([], [])
         extent = self.writer.space[d]
-        if d > 0 and opaque(extent, d == self.rank - 1):
+        if d > 0 and opaque(extent, d == self.rank - 1, tuple(self.writer.space[d:])):
             hi = self.writer.names.row(extent)
         if not head and not tail or d > 0 and sh.is_static(extent) and extent <= BLOCK:
             bounds = "lo, hi" if d == 0 else hi   # (a short row is one block)
