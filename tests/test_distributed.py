@@ -97,6 +97,22 @@ def test_steps_equal_one_process_summing_in_shard_order(client):
     assert sorted(loads.values()) == [["hit"], ["hit"]], loads
 
 
+def test_parameters_too_large_to_travel_in_tasks_are_scattered_first(client, monkeypatch):
+    # small parameters travel inside each task; past INLINE_BYTES, once to every worker
+    monkeypatch.setattr(sgd, "INLINE_BYTES", 0)
+    sent = []
+    scatter = client.scatter
+    monkeypatch.setattr(client, "scatter", lambda data, **kw: sent.append(data) or
+                        scatter(data, **kw))
+    train, params = trainer(client, sgd.shards(client, load_shard, SHARDS))
+    losses = [train.step() for _ in range(3)]
+    want, want_losses = single_process(3)
+    assert losses == want_losses
+    for p, v in zip(params, want):
+        assert p.value.tobytes() == v.tobytes()
+    assert sum(isinstance(data, list) for data in sent) == 3   # the values, once a step
+
+
 def test_a_worker_killed_at_step_15_of_40_changes_nothing(client):
     shards = sgd.shards(client, load_shard, SHARDS)
     train, params = trainer(client, shards)
