@@ -158,9 +158,8 @@ def report(rows: int, local: dict, dist: dict) -> str:
         "A shard's compute on its worker is timed there, every shard at once (as in a step: "
         "the two workers share the two cores); in one process the same shard has both cores. "
         "With 4 shards each worker runs two, one after the other. The overhead is the "
-        "distributed step minus the busiest worker's compute: scattering the parameters, "
-        "asking where the shards are, scheduling, gathering and summing the gradients, the "
-        "update.",
+        "distributed step minus the busiest worker's compute: sending the parameters (inside "
+        "the tasks), scheduling, gathering and summing the gradients, the update.",
         "",
         f"First step of fresh workers, 2 shards: empty disk cache {ms(dist['first2-cold'])} "
         f"(each worker compiles), filled cache {ms(dist['first2-warm'])}; 4 shards, filled "
