@@ -1,7 +1,10 @@
 """``python -m bench`` / ``python bench/run.py``: staticgrad against its peers and the floor.
 
-For each workload, each system in turn (never interleaved: one library's idle threads would
-steal the two cores from the next) is built, checked against the float64 reference, then timed.
+Each system runs in a process of its own (``--isolate``, the default for full runs), as in a
+user's program: its thread pools start with its own settings, and no other library's idle or
+spinning threads share the cores (in one process, PyTorch's OpenMP pool, started first, made
+staticgrad's W9 step 2.6 -> 3.9 ms). There, for each workload, it is built, checked against the
+float64 reference, then timed. Quick runs keep every system in this process (``--no-isolate``).
 The hardware floor is measured in the same run, before and after the workloads (the best of
 the two counts, so a burst of other work on a shared machine does not lower the floor).
 Writes Markdown, JSON and a PNG chart to ``--out`` and prints the Markdown.
@@ -20,8 +23,10 @@ if __package__ in (None, ""):  # run as a script: import `bench` from the reposi
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
 import time  # noqa: E402
 
 from bench import floor, report, startup, timing  # noqa: E402
@@ -46,6 +51,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="directory for bench[-quick].md/.json/.png (default: bench/results)")
     parser.add_argument("--readme", action="store_true",
                         help="also put the tables and chart into README.md (full runs only)")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                        help="each system in a process of its own (default: on for full runs, "
+                             "off for --quick)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one system's rows
     args = parser.parse_args(argv)
     if args.readme and args.quick:
         parser.error("--readme publishes numbers: not with --quick")
@@ -136,26 +145,71 @@ def bench_one(system: System, workload: Workload, data: dict, reference: list,
     return dict(row, status="ok")
 
 
+def bench_row(system: System, workload: Workload, data: dict, reference: list, setup_: tuple,
+              settings: timing.Settings, quick: bool) -> dict:
+    """One system's row of one workload, logged as it is made."""
+    status, info = setup_
+    if status != "ok":
+        row = {"system": system.name, "label": system.label, "status": status, "reason": info}
+    else:
+        row = bench_one(system, workload, data, reference, settings, quick)
+        time.sleep(settings.pause_s)
+    log(f"  {workload.name} {system.name:17s} {row['status']:8s} "
+        + (report.fmt_time(row["timing"]["median_s"]) if row["status"] == "ok"
+           else row.get("reason", "")))
+    return row
+
+
+def workload_result(workload: Workload, data: dict) -> dict:
+    return {"name": workload.name, "title": workload.title,
+            "description": workload.describe(data), "traffic": workload.traffic(data),
+            "rows": []}
+
+
 def bench_workload(workload: Workload, systems: list[System], setups: dict,
                    settings: timing.Settings, quick: bool) -> dict:
+    """Every system on one workload, in this process."""
     data = workload.make_data(quick)
     reference = workload.reference(data)
-    result = {"name": workload.name, "title": workload.title,
-              "description": workload.describe(data),
-              "traffic": workload.traffic(data), "rows": []}
+    result = workload_result(workload, data)
     for system in systems:
-        status, info = setups[system.name]
-        if status != "ok":
-            row = {"system": system.name, "label": system.label, "status": status,
-                   "reason": info}
-        else:
-            row = bench_one(system, workload, data, reference, settings, quick)
-            time.sleep(settings.pause_s)
-        log(f"  {workload.name} {system.name:17s} {row['status']:8s} "
-            + (report.fmt_time(row["timing"]["median_s"]) if row["status"] == "ok"
-               else row.get("reason", "")))
-        result["rows"].append(row)
+        result["rows"].append(bench_row(system, workload, data, reference,
+                                        setups[system.name], settings, quick))
     return result
+
+
+def child(args: argparse.Namespace, settings: timing.Settings) -> int:
+    """``--child SYSTEM``: set up one system, run every workload, print one JSON line."""
+    system = next(s for s in SYSTEMS if s.name == args.child)
+    setup_ = setup(system)
+    rows = {}
+    for workload in args.workloads:
+        data = workload.make_data(args.quick)
+        rows[workload.name] = bench_row(system, workload, data, workload.reference(data),
+                                        setup_, settings, args.quick)
+    print(json.dumps({"setup": setup_, "rows": rows}, default=str))
+    return 0
+
+
+def isolated(system: System, args: argparse.Namespace) -> dict:
+    """``child`` in a fresh process: ``{"setup": (status, info), "rows": {workload: row}}``;
+    a child that dies gives failed rows saying how."""
+    cmd = [sys.executable, "-m", "bench", "--child", system.name, "--no-isolate",
+           "--workload", ",".join(w.name for w in args.workloads)] + \
+        (["--quick"] if args.quick else [])
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in [root, os.environ.get("PYTHONPATH")] if p))
+    try:
+        done = subprocess.run(cmd, cwd=root, env=env, stdout=subprocess.PIPE, text=True,
+                              timeout=3600)
+        if done.returncode == 0:
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        why = f"its process exited with {done.returncode}"
+    except subprocess.TimeoutExpired:
+        why = "its process took more than an hour"
+    failed = {"system": system.name, "label": system.label, "status": "failed", "reason": why}
+    return {"setup": ("failed", why), "rows": {w.name: failed for w in args.workloads}}
 
 
 def add_ratios(result: dict, hardware: dict) -> None:
@@ -173,26 +227,40 @@ def add_ratios(result: dict, hardware: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     settings = timing.QUICK if args.quick else timing.FULL
-    # the systems first: each library starts its thread pools with the settings it would have
-    # in a user's process (staticgrad's Numba workers sleep between loops, set on its import;
-    # the floor's Numba triad, run first, would start them spinning)
-    setups = {s.name: setup(s) for s in args.selected}
+    if args.child:
+        return child(args, settings)
+    isolate = not args.quick if args.isolate is None else args.isolate
+    if not isolate:
+        # the systems first: each library starts its thread pools with the settings it would
+        # have in a user's process (staticgrad's Numba workers sleep between loops, set on its
+        # import; the floor's Numba triad, run first, would start them spinning)
+        setups = {s.name: setup(s) for s in args.selected}
     log(f"bench ({'quick' if args.quick else 'full'}): measuring the hardware floor")
     before = floor.measure(settings.floor_scale)
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "mode": "quick" if args.quick else "full", "machine": machine(),
-              "settings": settings.to_dict(),
-              "systems": {name: info if status == "ok" else f"{status}: {info}"
-                          for name, (status, info) in setups.items()},
-              "workloads": []}
-    for workload in args.workloads:
-        log(f"{workload.name}: {workload.title}")
-        result["workloads"].append(
-            bench_workload(workload, args.selected, setups, settings, args.quick))
+              "settings": dict(settings.to_dict(), isolated=isolate), "workloads": []}
+    if isolate:
+        runs = {}
+        for system in args.selected:
+            log(f"{system.name}, in a process of its own")
+            runs[system.name] = isolated(system, args)
+        setups = {name: tuple(run["setup"]) for name, run in runs.items()}
+        for workload in args.workloads:
+            entry = workload_result(workload, workload.make_data(args.quick))
+            entry["rows"] = [runs[s.name]["rows"][workload.name] for s in args.selected]
+            result["workloads"].append(entry)
+    else:
+        for workload in args.workloads:
+            log(f"{workload.name}: {workload.title}")
+            result["workloads"].append(
+                bench_workload(workload, args.selected, setups, settings, args.quick))
+    result["systems"] = {name: info if status == "ok" else f"{status}: {info}"
+                         for name, (status, info) in setups.items()}
     log("measuring the hardware floor again")
     result["hardware"] = floor.best(before, floor.measure(settings.floor_scale))
-    for workload_result in result["workloads"]:
-        add_ratios(workload_result, result["hardware"])
+    for entry in result["workloads"]:
+        add_ratios(entry, result["hardware"])
     result["machine"]["load_end"] = load_average()
     paths = report.write(result, args.out, "bench-quick" if args.quick else "bench")
     if args.readme:

@@ -229,6 +229,17 @@ def test_quick_run(tmp_path):
     assert "error" not in start["cold"] and "error" not in start["warm"], start
 
 
+def test_each_system_can_run_in_a_process_of_its_own(tmp_path):
+    # full runs do this by default: no library's threads share the cores with another's
+    result, stdout = run_bench(tmp_path, "--isolate", "--workload", "W3,W4",
+                               "--systems", "staticgrad")
+    assert result["settings"]["isolated"] is True
+    assert [w["name"] for w in result["workloads"]] == ["W3", "W4"]
+    check_staticgrad_and_numpy(result)
+    assert set(result["systems"]) == {"numpy", "staticgrad-numba", "staticgrad-numpy"}
+    assert "### W4" in stdout
+
+
 def test_quick_run_without_peers(tmp_path):
     result, stdout = run_bench(tmp_path, "--workload", "W2,W3", hide=PEERS)
     check_staticgrad_and_numpy(result)
