@@ -9,6 +9,7 @@ while the row is still in cache (softmax, layer norm). ``Kernel`` s run in list 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -150,6 +151,9 @@ def schedule(targets: Sequence[Tensor], views: bool = True) -> Schedule:
     roots = choose_roots(nodes, targets, same)
     aliases = choose_aliases(nodes, targets, roots) if views else {}
     kernels, home, passno = [], {}, {}
+    # per loop space, its kernels that still take roots, in order: a node tries only those
+    # (trying every later kernel made scheduling 20k nodes grow as their square)
+    open_kernels: dict = {}
     for node in nodes:
         if id(node) not in roots:
             continue
@@ -163,13 +167,16 @@ def schedule(targets: Sequence[Tensor], views: bool = True) -> Schedule:
         space = space_of(node, same)
         deps = root_reads(node, roots)
         first = max((home[id(d)] for d, _ in deps), default=0)
-        for k in range(first, len(kernels)):
+        same_space = open_kernels.setdefault(space, [])
+        placed = None
+        for k in same_space[bisect.bisect_left(same_space, first):]:
             placed = join(kernels[k], node, deps, home, passno, k, same, aliases)
             if placed is not None:
                 break
-        else:
+        if placed is None:
             kernels.append(Kernel(f"k{len(kernels)}", "loop", space))
             k, placed = len(kernels) - 1, (0, None)
+            same_space.append(k)
         kernel = kernels[k]
         p, split = placed
         if split is not None:
@@ -178,6 +185,8 @@ def schedule(targets: Sequence[Tensor], views: bool = True) -> Schedule:
             kernel.passes.append([])
         kernel.passes[p].append(node)
         home[id(node)], passno[id(node)] = k, p
+        if sum(len(q) for q in kernel.passes) >= MAX_ROOTS:
+            same_space.remove(k)
     local = kept_local(kernels, targets, roots, nodes)
     for kernel in kernels:
         describe(kernel, roots)
