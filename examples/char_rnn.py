@@ -16,12 +16,11 @@ same weights, the systems alternating in blocks of steps, on a 2-core AMD EPYC s
 jobs (load average 3 to 6). Median step, one thread each (``OPENBLAS_NUM_THREADS=1 python -m
 bench.examples --threads 1``): staticgrad 5.0 ms,
 PyTorch eager 8.2 ms with the same Python loop over time steps and 6.9 ms with
-``torch.nn.RNN``'s C++ loop (1.6x and 1.4x slower). With two threads each, staticgrad was the
-slower one: 16 ms against 9.4 and 7.0 ms (and 92 ms against 82 ms in a busier moment). The
-scan's 128 small matrix products per step (32 forward, 96 backward) then run with two OpenBLAS
-threads (chosen from the flops of the whole scan, not of one product) next to Numba's OpenMP
-workers, and on two shared cores the spinning threads fight; ``NUMBA_NUM_THREADS=1
-OPENBLAS_NUM_THREADS=1`` gives the one-thread figure.
+``torch.nn.RNN``'s C++ loop (1.6x and 1.4x slower). With two threads each (the defaults, load
+average 1): staticgrad 4.4 ms, PyTorch eager 10.4 ms and 9.2 ms. (Before the scan's BLAS
+threads were chosen per product and Numba's idle workers made to sleep between loops,
+staticgrad was the slower one with two threads, 16 ms: spinning workers took the cores from
+the BLAS threads of the scan's 128 small products.)
 
     python examples/char_rnn.py [--quick] [--plot char_rnn.png]
 """
