@@ -17,7 +17,8 @@ eager twin starting from the same weights (``zero_grad``, forward, ``backward``,
 shared with other jobs (load average 3 to 6). Median step, one thread each
 (``OPENBLAS_NUM_THREADS=1 python -m bench.examples --threads 1``): staticgrad 29 µs, PyTorch
 eager 631 µs (22x); two threads each: 31 to 53 µs against 0.77 to 1.05 ms (20 to 25x), and
-43 µs against 914 µs at load average 1. A model this small is all per-operation overhead, which compiling the whole step into one call removes.
+43 µs against 914 µs at load average 1. A model this small is all per-operation overhead,
+which compiling the whole step into one call removes.
 
     python examples/regression.py [--quick] [--plot regression.png]
 """
