@@ -13,10 +13,12 @@ import numpy as np
 
 from . import dtypes as dt
 from . import shapes as sh
+from .graph import gc_paused
 from .ops import REGISTRY, add, broadcast_to, cast, reshape, sum, zeros_like
 from .tensor import Tensor, as_tensor, backward_of, build_error, location, toposort, user_line
 
 
+@gc_paused
 def grad(outputs, inputs, grad_outputs=None):
     """Gradient nodes of ``outputs`` with respect to ``inputs`` (vector-Jacobian products).
 

@@ -20,7 +20,7 @@ from . import backends, rewrite
 from . import dtypes as dt
 from . import shapes as sh
 from .check import anomaly
-from .graph import Graph
+from .graph import Graph, gc_paused
 from .inspect import timed
 from .inspect.listing import announce
 from .ops import REGISTRY, broadcast_to, cast
@@ -61,6 +61,7 @@ class Function:
     5.0
     """
 
+    @gc_paused
     def __init__(self, inputs, outputs, updates=None, backend: str = "numba",
                  check_finite: bool = False):
         inputs = check_inputs(inputs)

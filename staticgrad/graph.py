@@ -6,6 +6,9 @@ rewrites made of it. Backward nodes name the forward node whose VJP built them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 from collections.abc import Sequence
 
 from .inspect import dot, listing
@@ -13,6 +16,26 @@ from .inspect.listing import typed
 from .tensor import Tensor, as_tensor, toposort
 
 __all__ = ["Graph", "graph", "typed"]
+
+
+def gc_paused(work):
+    """``work`` with Python's cyclic garbage collector off, as it was after: a pass over a
+    large graph makes many objects that live on, and the collector would walk all of them
+    again and again (48k nodes, ``sg.grad`` + ``sg.function``: 12-15 s with it, 10-11 s
+    without). Nothing is lost: garbage left meanwhile is collected later.
+
+    >>> import gc
+    >>> gc_paused(gc.isenabled)(), gc.isenabled()
+    (False, True)
+    """
+    @functools.wraps(work)
+    def paused(*args, **kwargs):
+        with contextlib.ExitStack() as restore:
+            if gc.isenabled():
+                gc.disable()
+                restore.callback(gc.enable)
+            return work(*args, **kwargs)
+    return paused
 
 
 class Graph:
