@@ -281,27 +281,13 @@ class Program:
         for k, (base, start, stop, shape) in enumerate(plan.call_views, self.per_call -
                                                        len(plan.call_views)):
             slots[k] = slots[base].reshape(-1)[start:stop].reshape(shape)
-        if not plan.called or spent is not None:
-            return self.measured_call(plan, space, spent)
-        switches, before = plan.blas, None
-        try:
-            for r, (fn, args, ints, bounds) in enumerate(plan.rows):
-                if r in switches:
-                    previous = blas.set_threads(switches[r])
-                    before = previous if before is None else before
-                if bounds:
-                    check_bounds(slots, bounds)
-                fn(*args(slots), *ints)
-        finally:
-            # the workspace must not keep the caller's arrays (or the outputs) alive
-            slots[:self.per_call] = self.nothing
-            if before is not None:
-                blas.set_threads(before)
-        return list(outs)
+        return self.run_rows(plan, space, spent)
 
-    def measured_call(self, plan, space: Workspace, spent) -> list:
-        """A call that times each kernel (``spent``), or a plan's first call, where Numba
-        compiles or loads the kernels it has not run yet (``stats`` records which)."""
+    def run_rows(self, plan, space: Workspace, spent) -> list:
+        """The kernels in order on ``space``'s slots, each under the BLAS thread count it
+        wants; each timed into ``spent`` when given. A plan's first call also has Numba
+        compile or load the kernels it has not run yet (``stats`` records which). Later calls
+        take the plan's steady code instead (``make_steady``)."""
         slots = space.slots
         first = not plan.called
         fresh = self.fresh_kernels(plan)
@@ -327,6 +313,7 @@ class Program:
                 if spent is not None:
                     spent.setdefault(step.code.kernel.name, []).append(time.perf_counter() - t0)
         finally:
+            # the workspace must not keep the caller's arrays (or the outputs) alive
             slots[:self.per_call] = self.nothing
             if before is not None:
                 blas.set_threads(before)
