@@ -6,7 +6,6 @@ rewrites made of it. Backward nodes name the forward node whose VJP built them.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 from collections.abc import Sequence
@@ -30,11 +29,13 @@ def gc_paused(work):
     """
     @functools.wraps(work)
     def paused(*args, **kwargs):
-        with contextlib.ExitStack() as restore:
-            if gc.isenabled():
-                gc.disable()
-                restore.callback(gc.enable)
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
             return work(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
     return paused
 
 

@@ -185,7 +185,7 @@ def schedule(targets: Sequence[Tensor], views: bool = True) -> Schedule:
             kernel.passes.append([])
         kernel.passes[p].append(node)
         home[id(node)], passno[id(node)] = k, p
-        if sum(len(q) for q in kernel.passes) >= MAX_ROOTS:
+        if len(kernel.roots) >= MAX_ROOTS:
             same_space.remove(k)
     local = kept_local(kernels, targets, roots, nodes)
     for kernel in kernels:
@@ -332,10 +332,8 @@ def checks_of(node: Tensor) -> list:
 
 def join(kernel: Kernel, node: Tensor, deps: list, home: dict, passno: dict, k: int, same,
          aliases: dict):
-    """``(pass, split)`` if ``node`` can run in ``kernel``; ``None`` if it cannot."""
-    if kernel.kind != "loop" or kernel.space != space_of(node, same) or \
-            len(kernel.roots) >= MAX_ROOTS:
-        return None
+    """``(pass, split)`` if ``node`` can run in ``kernel``, a loop over ``node``'s space with
+    room for another root (``schedule`` offers only those); ``None`` if it cannot."""
     rank = len(kernel.space)
     p, split = 0, None
     for dep, idx in deps:
