@@ -91,8 +91,10 @@ def window_entry(o, k, stride: int, dilation: int):
         return o.scaled(stride).shifted(k.offset * dilation)
     if isinstance(o, Affine) and not o.terms:
         return k.scaled(dilation).shifted(o.offset * stride)
-    raise NotImplementedError("integer-array indices along both a window axis and its "
-                              "position axis")
+    # ``windows`` is internal: convolutions and pooling read it at loop indices, and a gather
+    # (``x[idx]``, ``take_along_axis``) reads their stored results, never the windows
+    raise AssertionError("windows read with integer-array indices along both a window axis "
+                         "and its position axis: no op reads it so")
 
 
 def windows_index(node: Tensor, index: tuple) -> list:

@@ -10,6 +10,7 @@ implementation, so trajectories agree with ``torch.optim`` to rounding.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -69,7 +70,7 @@ def coefficient(x, dtype):
     return ops.cast(x, dtype) if isinstance(x, Tensor) else float(x)
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """The common part of every optimizer: state per parameter, learning rates as numbers,
     graph scalars or schedules, and optional clipping by global norm.
 
@@ -110,10 +111,10 @@ class Optimizer:
         """Names of the per-parameter state besides ``"step"``."""
         return ()
 
+    @abc.abstractmethod
     def rule(self, p: Tensor, g: Tensor, state: dict, t: Tensor, lr) -> tuple:
         """``(new value of p, {slot: new value})`` for one parameter, ``t`` the step count
-        after this step, ``lr`` this step's learning rate."""
-        raise NotImplementedError
+        after this step, ``lr`` this step's learning rate: what each optimizer defines."""
 
     def state_of(self, p: Parameter, label: str | None = None) -> dict:
         """``p``'s state, made (zeros, named ``f"{label}.{slot}"``) the first time ``p`` is
