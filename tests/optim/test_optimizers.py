@@ -35,39 +35,26 @@ def sequential(opt, torch):
               lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)], milestones=[2])
 
 
+def same(name: str, **settings) -> Config:
+    """The optimizer ``name`` with the same settings in both libraries."""
+    return Config(lambda lr: getattr(sg.optim, name)(**settings),
+                  lambda ps, torch: getattr(torch.optim, name)(ps, **settings))
+
+
 CONFIGS = {
-    "sgd": Config(lambda lr: sg.optim.SGD(lr=0.05),
-                  lambda ps, torch: torch.optim.SGD(ps, lr=0.05)),
-    "sgd-momentum-decay": Config(
-        lambda lr: sg.optim.SGD(lr=0.05, momentum=0.9, weight_decay=0.01),
-        lambda ps, torch: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01)),
-    "sgd-dampening": Config(
-        lambda lr: sg.optim.SGD(lr=0.05, momentum=0.9, dampening=0.3),
-        lambda ps, torch: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0.3)),
-    "sgd-nesterov": Config(
-        lambda lr: sg.optim.SGD(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.02),
-        lambda ps, torch: torch.optim.SGD(ps, lr=0.05, momentum=0.8, nesterov=True,
-                                          weight_decay=0.02)),
-    "adam": Config(lambda lr: sg.optim.Adam(lr=0.05),
-                   lambda ps, torch: torch.optim.Adam(ps, lr=0.05)),
-    "adam-decay-amsgrad": Config(
-        lambda lr: sg.optim.Adam(lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05,
-                                 amsgrad=True),
-        lambda ps, torch: torch.optim.Adam(ps, lr=0.05, betas=(0.8, 0.99), eps=1e-6,
-                                           weight_decay=0.05, amsgrad=True)),
-    "adamw": Config(lambda lr: sg.optim.AdamW(lr=0.05, weight_decay=0.1),
-                    lambda ps, torch: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.1)),
-    "adamw-amsgrad": Config(lambda lr: sg.optim.AdamW(lr=0.03, amsgrad=True),
-                            lambda ps, torch: torch.optim.AdamW(ps, lr=0.03, amsgrad=True)),
-    "rmsprop": Config(lambda lr: sg.optim.RMSprop(lr=0.01),
-                      lambda ps, torch: torch.optim.RMSprop(ps, lr=0.01)),
-    "rmsprop-momentum": Config(
-        lambda lr: sg.optim.RMSprop(lr=0.01, momentum=0.9, weight_decay=0.01),
-        lambda ps, torch: torch.optim.RMSprop(ps, lr=0.01, momentum=0.9, weight_decay=0.01)),
-    "rmsprop-centered": Config(
-        lambda lr: sg.optim.RMSprop(lr=0.01, alpha=0.9, eps=1e-6, momentum=0.5, centered=True),
-        lambda ps, torch: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, eps=1e-6, momentum=0.5,
-                                              centered=True)),
+    "sgd": same("SGD", lr=0.05),
+    "sgd-momentum-decay": same("SGD", lr=0.05, momentum=0.9, weight_decay=0.01),
+    "sgd-dampening": same("SGD", lr=0.05, momentum=0.9, dampening=0.3),
+    "sgd-nesterov": same("SGD", lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.02),
+    "adam": same("Adam", lr=0.05),
+    "adam-decay-amsgrad": same("Adam", lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05,
+                               amsgrad=True),
+    "adamw": same("AdamW", lr=0.05, weight_decay=0.1),
+    "adamw-amsgrad": same("AdamW", lr=0.03, amsgrad=True),
+    "rmsprop": same("RMSprop", lr=0.01),
+    "rmsprop-momentum": same("RMSprop", lr=0.01, momentum=0.9, weight_decay=0.01),
+    "rmsprop-centered": same("RMSprop", lr=0.01, alpha=0.9, eps=1e-6, momentum=0.5,
+                             centered=True),
     "adam-clip": Config(lambda lr: sg.optim.Adam(lr=0.05, max_grad_norm=0.5),
                         lambda ps, torch: torch.optim.Adam(ps, lr=0.05), clip=(0.5, 2.0)),
     "sgd-clip-inf": Config(lambda lr: sg.optim.SGD(lr=0.1, momentum=0.5),
