@@ -101,6 +101,39 @@ def test_sum_of_a_broadcast_over_a_call_time_size_counts_at_call_time():
     np.testing.assert_allclose(f(np.ones(4), np.zeros((7, 4))), np.full(4, 7.0))
 
 
+@pytest.mark.parametrize("build", [
+    lambda x, r: sg.sum(x * r, axis=1),                        # a row factor moves out
+    lambda x, r: sg.sum(x / r - 2.0 * x, axis=1, keepdims=True),
+    lambda x, r: sg.sum(-(x - r), axis=1),                     # a repeated term is a product
+    lambda x, r: sg.sum(r * (x + r * x), axis=-1),
+    lambda x, r: sg.sum(sg.transpose(x) * sg.reshape(r, (3,)), axis=0),   # a column factor
+], ids=["mul", "div-sub", "neg", "nested", "column"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sums_distribute_over_sums_and_factors_that_repeat_along_them(build, dtype, rng):
+    x = sg.placeholder((3, 4), dtype, name="x")
+    r = sg.placeholder((3, 1), dtype, name="r")
+    out = build(x, r)
+    (s,) = simplified(out)
+    # no sum, product or quotient is left inside a sum: each sums x (or r) alone
+    for node in toposort([s]):
+        if node.op == "sum":
+            assert node.inputs[0].op not in ("add", "sub", "neg", "mul", "div"), ops_of(s)
+    xv = rng.standard_normal((3, 4)).astype(dtype)
+    rv = rng.uniform(0.5, 2.0, (3, 1)).astype(dtype)
+    feed = {id(x): xv, id(r): rv}
+    before = evaluate(toposort([out]), feed, {})[id(out)]
+    after = evaluate(toposort([s]), feed, {})[id(s)]
+    np.testing.assert_allclose(after, before, **tol(dtype))
+    assert after.shape == before.shape and after.dtype == np.dtype(dtype)
+
+
+def test_sums_without_a_repeated_factor_stay_whole():
+    a, b = sg.placeholder((3, 4), name="a"), sg.placeholder((3, 4), name="b")
+    r = sg.placeholder((3, 1), name="r")
+    for out in (sg.sum(a * b, axis=1), sg.sum(a + b, axis=1), sg.sum(a * r)):
+        assert ops_of(*simplified(out)).count("sum") == 1
+
+
 def test_slice_of_its_adjoint_is_the_identity():
     g = sg.placeholder((2, 4), name="g")
     x = sg.placeholder((5, 4), name="x")

@@ -28,6 +28,18 @@ def test_elementwise_forward_and_backward_share_one_loop():
     assert {"tanh", "exp", "sum"} <= set(ops)
 
 
+def test_layer_norm_backward_passes_each_row_four_times():
+    # mean, variance, the two row sums of the backward, then dx: the sum the mean's adjoint
+    # needs moves to the first pass once its row factors are taken out of it
+    x = sg.placeholder((None, 64), np.float32, name="x")
+    r = sg.placeholder((None, 64), np.float32, name="r")
+    xc = x - sg.mean(x, axis=-1, keepdims=True)
+    y = xc / sg.sqrt(sg.mean(xc * xc, axis=-1, keepdims=True) + 1e-5)
+    loss = sg.sum(y * r)
+    (kernel,) = [k for k in kernels_of(loss, sg.grad(loss, x)).kernels if k.kind == "loop"]
+    assert len(kernel.passes) == 4
+
+
 def test_softmax_is_one_kernel_with_passes_over_each_row():
     x = sg.placeholder((None, 10), name="x")
     v = sg.placeholder((None, 10), name="v")
