@@ -1,8 +1,10 @@
 """The disk cache of generated modules: written by a hash of their text, imported normally.
 
 Numba's own ``cache=True`` keeps the machine code next to each module, so a second process
-loads instead of compiling. ``$STATICGRAD_CACHE_DIR`` (default ``~/.cache/staticgrad``) says
-where.
+loads instead of compiling. Each module has a folder of its own (``<name>/<name>.py`` and
+Numba's ``<name>/__pycache__``): finding a module's files then never lists the files of all
+the others, so loading costs the same with ten entries or a hundred thousand.
+``$STATICGRAD_CACHE_DIR`` (default ``~/.cache/staticgrad``) says where.
 """
 
 from __future__ import annotations
@@ -45,13 +47,11 @@ def load(source: str, prefix: str = "sgk"):
     if found is not None:
         return found
     folder = cache_dir()
-    path = os.path.join(folder, name + ".py")
-    if not matches(path, source):
+    if not matches(entry_path(folder, name), source):
         try:
             write(folder, name, source)
         except OSError as err:   # a read-only or full cache folder: compile in a private one
             folder = fallback_dir(folder, err)
-            path = os.path.join(folder, name + ".py")
             write(folder, name, source)
     try:
         module = import_path(folder, name)
@@ -67,10 +67,15 @@ def load(source: str, prefix: str = "sgk"):
     return sys.modules.setdefault(name, module)
 
 
+def entry_path(folder: str, name: str) -> str:
+    """Where the module ``name`` lives in the cache ``folder``."""
+    return os.path.join(folder, name, name + ".py")
+
+
 def import_path(folder: str, name: str):
-    """Import ``folder/name.py`` (its Numba cache files checked first)."""
+    """Import the entry ``name`` of ``folder`` (its Numba cache files checked first)."""
     drop_broken_numba_cache(folder, name)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, name + ".py"))
+    spec = importlib.util.spec_from_file_location(name, entry_path(folder, name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -84,9 +89,10 @@ def entry_name(source: str, prefix: str = "sgk") -> str:
 
 
 def write(folder: str, name: str, source: str) -> None:
-    """Write ``folder/name.py`` atomically."""
-    os.makedirs(folder, exist_ok=True)
-    write_atomically(os.path.join(folder, name + ".py"), source.encode())
+    """Write the entry ``name`` of ``folder`` atomically."""
+    path = entry_path(folder, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomically(path, source.encode())
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -123,7 +129,7 @@ def drop_broken_numba_cache(folder: str, name: str) -> None:
     """Numba loads its cache files without checking them; a torn or foreign file would crash
     the first call. Every file must unpickle, else all of this module's files go (and the
     functions compile again)."""
-    files = glob.glob(os.path.join(folder, "__pycache__", f"{name}.*.nb[ic]"))
+    files = glob.glob(os.path.join(folder, name, "__pycache__", f"{name}.*.nb[ic]"))
     if not all(map(whole_pickles, files)):
         for path in files:
             with contextlib.suppress(OSError):

@@ -60,7 +60,7 @@ def test_a_second_process_loads_compiled_code_from_the_cache(tmp_path):
     assert first[4] == "miss" and second[4] == "hit"
     stages = "['codegen', 'first call', 'import', 'rewrite', 'schedule']"
     assert " ".join(first[5:]) == " ".join(second[5:]) == stages
-    modules = list(tmp_path.glob("sgk_*.py"))   # one module per distinct kernel
+    modules = list(tmp_path.glob("*/sgk_*.py"))   # one module (in its folder) per kernel
     assert len(modules) == int(distinct)
 
 
@@ -70,7 +70,7 @@ def test_cache_dir_is_configurable(tmp_path, monkeypatch):
     x = sg.placeholder((3,), name="x")
     f = sg.function([x], sg.exp(x) * 7.25 + 0.125)   # a graph no other test builds
     kernel = f.program.steps[0].serial
-    assert Path(kernel.py_func.__code__.co_filename).parent == tmp_path
+    assert Path(kernel.py_func.__code__.co_filename).parent.parent == tmp_path
 
 
 def test_an_unwritable_cache_folder_still_works_with_a_warning(tmp_path):
@@ -95,10 +95,11 @@ def trusted(folder: Path) -> dict:
     """What a later process would use from ``folder``: each module whose text hashes to its
     name, with whole Numba cache files. Anything else must be absent or unused."""
     modules = {}
-    for path in folder.glob("sgk_*.py"):
+    for path in folder.glob("*/sgk_*.py"):
         text = path.read_text()
         assert cache.entry_name(text) == path.stem, f"{path.name} does not hold its own text"
-        numba_files = list((folder / "__pycache__").glob(f"{path.stem}.*.nb[ic]"))
+        assert path.parent.name == path.stem            # each entry in a folder of its own
+        numba_files = list((path.parent / "__pycache__").glob(f"{path.stem}.*.nb[ic]"))
         assert all(cache.whole_pickles(str(f)) for f in numba_files), numba_files
         modules[path.stem] = len(numba_files)
     return modules
@@ -245,7 +246,8 @@ def test_a_damaged_cache_file_is_rebuilt_not_trusted(filled, tmp_path, target, d
     import shutil
     folder = tmp_path / "cache"
     shutil.copytree(filled[0], folder)
-    pattern = {"module": "sgk_*.py", "index": "__pycache__/*.nbi", "data": "__pycache__/*.nbc"}
+    pattern = {"module": "*/sgk_*.py", "index": "*/__pycache__/*.nbi",
+               "data": "*/__pycache__/*.nbc"}
     files = sorted(folder.glob(pattern[target]))
     assert files
     for path in files:
