@@ -18,7 +18,8 @@ from ...schedule import Kernel, input_indices, is_view, reduced_axes
 from ...tensor import Tensor
 
 BLOCK = 1024             # a float32 sum adds this many elements in float32, then in float64
-COLUMN_BLOCK = 64        # ... and a float32 sum over axis 0 this many rows
+COLUMN_BLOCK = 64        # ... and a float32 sum over axis 0 this many rows, when it keeps
+COLUMN_BLOCK_WIDTH = 256  # this many columns or more (see KernelWriter.column_blocks)
 # A row loop of a fixed length in this range gets its length at run time (a size argument):
 # given a literal, LLVM unrolls it completely and then cannot vectorize a body as large as
 # exp's (a softmax over 10 classes ran 2x slower)
@@ -350,8 +351,10 @@ class KernelWriter:
             slot = ", ".join(["c"] + [f"i{a}" for a in kept])
             loops = [f"for q{j} in range({s}):" for j, s in enumerate(shape)]
             cell = ", ".join(f"q{j}" for j in range(len(kept)))
+            width = [self.space[a] for a in kept]
             if accumulator.blocked and node.inputs[0].dtype == np.float32 \
-                    and acc_dtype != np.float32:
+                    and acc_dtype != np.float32 and all(sh.is_static(w) for w in width) \
+                    and int(np.prod(width)) >= COLUMN_BLOCK_WIDTH:
                 self.column_blocks(part, slot, cell, shape, loops, raw, combine)
             else:
                 nest.emit(depth, f"{part}[{slot}] = {combine.format(f'{part}[{slot}]', value)}")
@@ -375,7 +378,9 @@ class KernelWriter:
                       combine: str) -> None:
         """A float32 sum over axis 0 adds ``COLUMN_BLOCK`` rows into a float32 row, then that
         row into the float64 partials: a float64 update per element (two conversions, twice
-        the loads and stores) cost W6's kernel a fifth of its time."""
+        the loads and stores) cost W6's kernel a fifth of its time. The float32 row costs
+        LLVM time, though (W6 compiles 1.3-2 s longer, W5 0.4-0.7 s), so only wide sums, the
+        mark of a large layer, get it: W5's ten-column bias gradient would gain microseconds."""
         block = self.fresh("colblk")
         self.nest.before.append(f"{block} = np.zeros((nc, {', '.join(shape)}), np.float32)")
         self.nest.emit(self.rank, f"{block}[{slot}] = {combine.format(f'{block}[{slot}]', raw)}")

@@ -125,14 +125,17 @@ def test_float32_sums_add_blocks_in_float64(shape, axis):
     np.testing.assert_allclose(f(xv), exact, rtol=1e-6)
 
 
-@pytest.mark.parametrize("rows", [130, 100_003])
+@pytest.mark.parametrize("rows", [130, 3_001])
 def test_float32_column_sums_add_row_blocks_in_float64(rows):
     # rows of a float32 sum over axis 0 go into a float32 row COLUMN_BLOCK at a time, then
     # into float64 partials: both at block ends and at each chunk's last (odd) row
-    x = sg.placeholder((None, 7), np.float32, name="x")
+    x = sg.placeholder((None, 300), np.float32, name="x")
     f = sg.function([x], sg.sum(x * 1.0 + 0.0 * x, axis=0))
     assert f"% {loops.COLUMN_BLOCK} ==" in f.source
-    xv = np.full((rows, 7), 0.1, np.float32)
+    narrow = sg.placeholder((None, 7), np.float32, name="x")
+    narrow_sum = sg.function([narrow], sg.sum(narrow * 2.0, axis=0))
+    assert f"% {loops.COLUMN_BLOCK} ==" not in narrow_sum.source   # too narrow to pay
+    xv = np.full((rows, 300), 0.1, np.float32)
     xv[::3] = 0.3
     exact = np.sum(xv.astype(np.float64), axis=0)
     np.testing.assert_allclose(f(xv), exact, rtol=1e-6)
