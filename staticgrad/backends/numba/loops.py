@@ -320,6 +320,13 @@ class KernelWriter:
                 nest.emit(depth, f"{block} = {combine.format(block, raw)}")
                 nest.emit(depth, f"{acc} = {combine.format(acc, f'{ctor(acc_dtype)}({block})')}",
                           post=True, block=True)
+            elif accumulator.ignoring_nan and acc_dtype.kind == "f":
+                seen = self.fresh("nan")
+                nest.emit(first, f"{seen} = False")
+                nest.emit(depth, f"{acc} = {accumulator.ignoring_nan.format(acc, value)}")
+                nest.emit(depth, f"{seen} = {seen} | ({value} != {value})")
+                nest.emit(first, f"{acc} = {literal(np.nan, acc_dtype)} if {seen} else {acc}",
+                          post=True)
             else:
                 nest.emit(depth, f"{acc} = {combine.format(acc, value)}")
             if first == 0 and self.chunked:   # each chunk's total, added after

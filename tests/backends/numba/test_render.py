@@ -143,6 +143,29 @@ def test_float32_column_sums_add_row_blocks_in_float64(rows):
     np.testing.assert_allclose(f(half), np.sum(half.astype(np.float64), axis=0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [1, 0, None])
+def test_max_and_min_keep_nan_on_every_path(axis, dtype, backend, rng):
+    # rows compare once per element and note NaNs apart from the running extremum; column
+    # partials and chunk totals compare NaN-aware: a NaN anywhere wins, as in NumPy
+    x = sg.placeholder((None, 300), dtype, name="x")
+    f = sg.function([x], [sg.max(x, axis=axis), sg.min(x, axis=axis)], backend=backend)
+    if backend == "numba":
+        assert "nan0 = False" in f.source or axis == 0
+    for rows in (9, 4000):     # one thread, and chunks on every thread
+        xv = rng.standard_normal((rows, 300)).astype(dtype)
+        xv[1, 0] = xv[2, 150] = xv[3, 299] = np.nan
+        xv[4] = np.nan
+        xv[5] = -np.inf
+        xv[6, 7] = np.inf
+        biggest, smallest = f(xv)
+        np.testing.assert_array_equal(biggest, np.max(xv, axis=axis))
+        np.testing.assert_array_equal(smallest, np.min(xv, axis=axis))
+        clean = xv[7:]
+        np.testing.assert_array_equal(f(clean)[0], np.max(clean, axis=axis))
+
+
 def test_dropped_outputs_are_reused_and_held_ones_are_not(rng):
     import weakref
     x = sg.placeholder((None,), name="x")
