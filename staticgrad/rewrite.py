@@ -15,6 +15,7 @@ import numpy as np
 from . import shapes as sh
 from .ops import REGISTRY, Kind, apply, custom
 from .ops.scan import trim_histories, with_step_value
+from .sums import distribute
 from .tensor import Tensor, constant, derived_from, toposort
 
 Rule = Callable[[Tensor], "Tensor | None"]
@@ -343,50 +344,6 @@ def sum_of_broadcast(n):
     return out if keepdims else apply("reshape", [out], shape=n.dims)
 
 
-def constant_along(t: Tensor, axes: tuple, like: Tensor, depth: int = 4) -> Tensor | None:
-    """``t`` computed without its broadcast, if it repeats along ``axes`` of ``like`` (a row
-    statistic when ``axes`` is the last axis); else ``None``. Looks through up to ``depth``
-    elementwise ops, such as the scaling an adjoint applies to a broadcast row statistic."""
-    if t.op == "broadcast_to":
-        t = t.inputs[0]
-    aligned = (1,) * (like.ndim - t.ndim) + t.dims
-    if len(aligned) == like.ndim and all(aligned[a] == 1 for a in axes):
-        return t
-    if depth == 0 or t.op is None or REGISTRY[t.op].kind is not Kind.ELEMENTWISE:
-        return None
-    inputs = [constant_along(x, axes, like, depth - 1) for x in t.inputs]
-    if any(x is None for x in inputs):
-        return None
-    return apply(t.op, inputs, **dict(t.attrs))
-
-
-def linear_parts(u: Tensor, axes: tuple) -> list | None:
-    """``u`` as a signed sum of terms, each times factors that repeat along ``axes``:
-    ``[(sign, ((factor, "mul" | "div"), ...), term)]``. ``None`` when no part of ``u`` has such
-    a factor or repeats along ``axes`` itself, so that splitting it would gain nothing."""
-    if u.op in ("add", "sub"):
-        parts, useful = [], False
-        for x, sign in zip(u.inputs, (1, 1 if u.op == "add" else -1)):
-            row = constant_along(x, axes, u)
-            inner = None if row is not None else linear_parts(x, axes)
-            useful = useful or row is not None or inner is not None
-            parts += [(sign * s, f, t) for s, f, t in inner or [(1, (), x if row is None else row)]]
-        return parts if useful else None
-    if u.op == "neg":
-        inner = linear_parts(u.inputs[0], axes) or [(1, (), u.inputs[0])]
-        return [(-s, f, t) for s, f, t in inner]
-    if u.op in ("mul", "div"):
-        x, y = u.inputs
-        factor = constant_along(y, axes, u)
-        if factor is None and u.op == "mul":
-            x, factor = y, constant_along(x, axes, u)
-        if factor is None:
-            return None
-        inner = linear_parts(x, axes) or [(1, (), x)]
-        return [(s, ((factor, u.op), *f), t) for s, f, t in inner]
-    return None
-
-
 @rule(ALGEBRA, "sum")
 def sum_of_linear(n):
     """A sum distributes over +, - and negation, and a factor that repeats along the summed
@@ -395,34 +352,7 @@ def sum_of_linear(n):
     longer waits for it, and the fused kernel makes one pass fewer over each row. A sum over
     every axis is left whole: its factors are scalars, and the product would be a kernel of
     its own after the loop instead of a multiply inside it."""
-    (u,) = n.inputs
-    attrs = dict(n.attrs)
-    axes = attrs["axes"]
-    if u.dtype.kind != "f" or len(axes) == u.ndim:
-        return None
-    parts = linear_parts(u, axes)
-    if parts is None:
-        return None
-    total = None
-    for sign, factors, term in parts:
-        aligned = (1,) * (u.ndim - term.ndim) + term.dims
-        spread = tuple(u.dims[a] if a in axes else d for a, d in enumerate(aligned))
-        if term.dims != spread:
-            term = apply("broadcast_to", [term], shape=spread)
-        value = apply("sum", [term], axes=axes, keepdims=True)
-        for factor, op in factors:
-            value = apply(op, [value, factor])
-        if total is None:
-            total = apply("neg", [value]) if sign < 0 else value
-        else:
-            total = apply("add" if sign > 0 else "sub", [total, value])
-    if attrs["keepdims"]:
-        return total
-    kept = tuple(d for a, d in enumerate(u.dims) if a not in axes)
-    if total.dims != tuple(1 if a in axes else d for a, d in enumerate(u.dims)):
-        total = apply("broadcast_to", [total],
-                      shape=tuple(1 if a in axes else d for a, d in enumerate(u.dims)))
-    return apply("reshape", [total], shape=kept)
+    return distribute(n)
 
 
 @rule(ALGEBRA, "scan")
