@@ -19,7 +19,7 @@ def constant_along(t: Tensor, axes: tuple, like: Tensor, depth: int = 4,
     statistic when ``axes`` is the last axis); else ``None``. Looks through up to ``depth``
     elementwise ops, such as the scaling an adjoint applies to a broadcast row statistic.
     ``seen`` remembers answers across calls (one pass over a long chain, not one per link)."""
-    key = (id(t), depth)
+    key = (id(t), depth, like.ndim, axes)
     if seen is not None and key in seen:
         return seen[key]
     found = None
@@ -170,11 +170,10 @@ def distribute(n: Tensor) -> Tensor | None:
     if total is None:            # every term cancelled (x - x): zero, or NaN where x was not finite
         total = scaled(summed(parts[0][2], u, axes), 0)
     if attrs["keepdims"]:
-        return total
-    kept = tuple(d for a, d in enumerate(u.dims) if a not in axes)
-    if total.dims != tuple(1 if a in axes else d for a, d in enumerate(u.dims)):
-        total = apply("broadcast_to", [total],
-                      shape=tuple(1 if a in axes else d for a, d in enumerate(u.dims)))
-    return apply("reshape", [total], shape=kept)
+        return total     # the rewrite broadcasts it to the sum's shape if a factor was smaller
+    full = tuple(1 if a in axes else d for a, d in enumerate(u.dims))
+    if total.dims != full:
+        total = apply("broadcast_to", [total], shape=full)
+    return apply("reshape", [total], shape=tuple(d for a, d in enumerate(u.dims) if a not in axes))
 
 
