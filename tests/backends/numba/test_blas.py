@@ -22,6 +22,17 @@ def test_gemm_matches_numpy(dtype, m, k, n, a_t, b_t):
                                else 1e-12, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_of_strided_operands_takes_the_general_path(dtype):
+    # neither axis of unit stride: typed as layout "A", multiplied by loops, not BLAS flags
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((6, 10)).astype(dtype)[:, ::2]
+    b = rng.standard_normal((5, 8)).astype(dtype)[::1, ::2]
+    out = np.full((6, 4), np.nan, dtype)
+    blas.gemm(a, b, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-5)
+
+
 def test_gemm_of_an_empty_inner_axis_is_zeros():
     out = np.full((4, 3), np.nan)
     blas.gemm(np.ones((4, 0)), np.ones((0, 3)), out)
