@@ -272,6 +272,22 @@ def reshape_chain(n):
     return None
 
 
+@rule(ALGEBRA, "reshape")
+def reshape_of_kept_axes(n):
+    """Dropping the axes a reduction kept (a bias gradient: ``sum(g, 0, keepdims=True)``
+    reshaped to the bias's shape) is the reduction without them: its kernel writes the result
+    in place, where the reshape would have been a kernel of its own copying it (W5's
+    and W6's last kernels)."""
+    (x,) = n.inputs
+    if x.op is None or REGISTRY[x.op].kind is not Kind.REDUCE:
+        return None
+    attrs = dict(x.attrs)
+    if not attrs["keepdims"] or \
+            n.dims != tuple(d for a, d in enumerate(x.dims) if a not in attrs["axes"]):
+        return None
+    return apply(x.op, list(x.inputs), **{**attrs, "keepdims": False})
+
+
 @rule(ALGEBRA, "transpose")
 def transpose_chain(n):
     (x,) = n.inputs

@@ -130,6 +130,28 @@ def test_sums_distribute_over_sums_and_factors_that_repeat_along_them(build, dty
     assert after.shape == before.shape and after.dtype == np.dtype(dtype)
 
 
+@pytest.mark.parametrize("op", ["sum", "max", "min", "prod"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropping_the_axes_a_reduction_kept_is_the_reduction_without_them(op, dtype, backend,
+                                                                         rng):
+    x = sg.placeholder((5, 3, 4), dtype, name="x")
+    out = sg.reshape(getattr(sg, op)(x, axis=(0, 2), keepdims=True), (3,))   # (1, 3, 1) -> (3,)
+    (s,) = simplified(out)
+    assert ops_of(s) == [op] and not dict(s.attrs)["keepdims"]
+    xv = rng.standard_normal((5, 3, 4)).astype(dtype)
+    value = sg.function([x], out, backend=backend)(xv)
+    expected = getattr(np, op)(xv, axis=(0, 2))
+    np.testing.assert_allclose(value, expected, **tol(dtype))
+    assert value.shape == (3,) and value.dtype == np.dtype(dtype)
+
+
+def test_a_reshape_that_moves_a_kept_axis_stays():
+    x = sg.placeholder((5, 3, 4), name="x")
+    kept = sg.sum(x, axis=0, keepdims=True)                       # (1, 3, 4)
+    for out in (sg.reshape(kept, (12,)), sg.reshape(kept, (3, 4, 1)), sg.reshape(kept, (4, 3))):
+        assert "reshape" in ops_of(*simplified(out))
+
+
 def test_sums_without_a_repeated_factor_stay_whole():
     a, b = sg.placeholder((3, 4), name="a"), sg.placeholder((3, 4), name="b")
     r = sg.placeholder((3, 1), name="r")
