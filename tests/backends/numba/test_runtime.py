@@ -97,6 +97,33 @@ def test_openmp_workers_sleep_between_loops_unless_the_user_says_otherwise(given
     assert out.stdout.strip() == expected
 
 
+START = ("import sys, numpy as np, staticgrad as sg\n"
+         "x = sg.placeholder((None, 3), np.float64, name='x')\n"
+         "f = sg.function([x], sg.sum(x @ np.ones((3, 2))))\n"
+         "print(f(np.ones((4, 3))), 'scipy.linalg' in sys.modules)\n")
+
+
+def test_numba_starts_without_importing_scipy_and_leaves_its_blas_check_working():
+    # the test extra installs SciPy (scikit-learn needs it): Numba's start would import it
+    pytest.importorskip("scipy")
+    env = {k: v for k, v in os.environ.items() if k != "STATICGRAD_SCIPY_AT_START"}
+    code = START + (
+        "import numba, numba.np.arraymath as am, numba.np.linalg as la\n"
+        "print(am.ensure_blas is la.ensure_blas, am._HAVE_BLAS)\n"
+        "dot = numba.njit(lambda a, b: np.dot(a, b))\n"             # imports SciPy now
+        "conv = numba.njit(lambda a, b: np.convolve(a, b))\n"       # Numba's own loop
+        "a, b = np.arange(5.0), np.array([1.0, -2.0, 0.5])\n"
+        "print(dot(a, a), np.allclose(conv(a, b), np.convolve(a, b)))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.split() == ["24.0", "False", "True", "False", "30.0", "True"]
+    # and the user can have Numba start as it would without staticgrad
+    env["STATICGRAD_SCIPY_AT_START"] = "1"
+    out = subprocess.run([sys.executable, "-c", START], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["24.0", "True"]
+
+
 def test_numba_threads_avoid_an_openmp_that_another_library_started_spinning():
     # PyTorch loads the shared libgomp before staticgrad can ask it to let workers sleep; where
     # there is no shared libgomp to load first, nothing is switched
