@@ -145,6 +145,15 @@ def test_dropping_the_axes_a_reduction_kept_is_the_reduction_without_them(op, dt
     assert value.shape == (3,) and value.dtype == np.dtype(dtype)
 
 
+def test_dropping_kept_axes_of_a_call_time_size(backend, rng):
+    x = sg.placeholder((None, 3), name="x")
+    out = sg.reshape(sg.sum(x, axis=1, keepdims=True), (-1,))    # (n, 1) -> (n,)
+    (s,) = simplified(out)
+    assert ops_of(s) == ["sum"]
+    xv = rng.standard_normal((7, 3))
+    np.testing.assert_allclose(sg.function([x], out, backend=backend)(xv), xv.sum(axis=1))
+
+
 def test_a_reshape_that_moves_a_kept_axis_stays():
     x = sg.placeholder((5, 3, 4), name="x")
     kept = sg.sum(x, axis=0, keepdims=True)                       # (1, 3, 4)
