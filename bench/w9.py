@@ -41,7 +41,9 @@ def main() -> None:
                "PyTorch eager": torch_eager.w9(data), "JAX jit": jax_jit.w9(data)}
     seconds: dict = {name: [] for name in runners}
     for runner in runners.values():
-        for _ in range(5):
+        runner.call()
+        runner.ready()
+        for _ in range(4):
             runner.call()
     for _ in range(args.rounds):
         for name, runner in runners.items():

@@ -46,7 +46,8 @@ def describe(f) -> dict:
 
 
 def outputs_runner(f, args: list) -> Runner:
-    return Runner(lambda: f(*args), lambda: [np.asarray(o) for o in f(*args)], describe(f))
+    return Runner(lambda: f(*args), lambda: [np.asarray(o) for o in f(*args)], describe(f),
+                  f.wait_compiled)
 
 
 def w1(d: dict, backend: str) -> Runner:
@@ -67,7 +68,7 @@ def w1(d: dict, backend: str) -> Runner:
         loss_value = step(*args)
         return [np.asarray(loss_value), before[0] - w1.value, before[1] - w2.value]
 
-    return Runner(lambda: step(*args), check, describe(step))
+    return Runner(lambda: step(*args), check, describe(step), step.wait_compiled)
 
 
 def w2(d: dict, backend: str) -> Runner:

@@ -10,6 +10,7 @@ from several threads never write the same memory.
 from __future__ import annotations
 
 import operator
+import os
 import statistics
 import sys
 import threading
@@ -29,6 +30,10 @@ from .cache import load
 from .render import FORMAT, PARALLEL_MIN, checks, listing, render_kernel
 
 ALIGN = 16   # arena offsets are multiples of 16 elements, so every view is 64-byte aligned
+# STATICGRAD_BACKGROUND_COMPILE=1: a big loop's threaded build, when not on disk, compiles
+# after the first call, in the background (``Program.build_threaded``). Off by default: the
+# calls before the switch may differ from later ones in the last bits
+BACKGROUND = os.environ.get("STATICGRAD_BACKGROUND_COMPILE") == "1"
 
 
 class Workspace:
@@ -121,6 +126,7 @@ class Program:
         stats["kernels"] = len(self.kernels)
         stats["distinct"] = len({c.digest for c in self.codes})
         self.lock = threading.Lock()   # held while a plan's layout is worked out
+        self.building: list = []       # threads compiling threaded builds (build_threaded)
 
     def lifetimes(self) -> list:
         """``(first kernel, last kernel)`` that touch each temporary buffer."""
@@ -154,14 +160,20 @@ class Program:
             plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
             threads = numba.get_num_threads()
             rows = []
-            for step in self.steps:
+            plan.later = {}   # row -> the threaded build it switches to once compiled
+            for r, step in enumerate(self.steps):
                 code = step.code
                 ints = [key[1] if isinstance(key, tuple) else env[key] for key in code.sizes]
                 fn = step.serial
                 if code.chunked:
                     big = threads > 1 and \
                         sh.evaluate(sh.size(code.kernel.space), env) >= PARALLEL_MIN
-                    fn = self.threads_of(code) if big else step.serial
+                    if big:
+                        fn = self.threads_of(code)
+                        if BACKGROUND and not fn.signatures and workers.uncached(fn):
+                            # its serial build runs the same nc chunks one after another
+                            # until then
+                            plan.later[r], fn = fn, step.serial
                     ints.append(threads if big else 1)
                 bounds = [(slot, int(sh.evaluate(size, env)), message)
                           for slot, size, message in step.checks]
@@ -292,6 +304,8 @@ class Program:
         first = not plan.called
         fresh = self.fresh_kernels(plan)
         clock = time.perf_counter()
+        later = {r: tuple(numba.typeof(v) for v in (*plan.rows[r][1](slots), *plan.rows[r][2]))
+                 for r in plan.later} if first else {}
         if fresh:
             # the new kernels, each with the argument types this call gives it
             jobs, seen = [], set()
@@ -321,7 +335,47 @@ class Program:
             self.record_first_call(fresh, time.perf_counter() - clock)
         if first:
             self.make_steady(plan)
+            if later:
+                self.build_threaded(plan, later)
         return list(space.last)
+
+    def build_threaded(self, plan, later: dict) -> None:
+        """Compile the threaded builds a plan's first call went without (``later``: row ->
+        argument types) on a thread of their own, then switch the plan's steady code to them.
+        A threaded (parfor) build costs Numba about twice a serial one (W6's kernel: 3 s more),
+        so the first result comes that much sooner; calls meanwhile run on one core. The two
+        builds are compiled apart and may add a row's terms in different orders (fastmath
+        lets LLVM reassociate): results before and after the switch can differ in the last
+        bits (W6: 2% of the input gradient's elements), which is why this is opt-in. Not a
+        daemon: a process that exits first waits for it, so the next one loads it from disk."""
+        def build():
+            clock = time.perf_counter()
+            try:
+                for r, types in later.items():
+                    plan.later[r].compile(types)
+            except Exception as err:   # the serial builds stay: same results, one core
+                self.stats["background"] = {"error": f"{type(err).__name__}: {err}"}
+                return
+            with self.lock:
+                plan.rows = [(plan.later[r], *row[1:]) if r in later else row
+                             for r, row in enumerate(plan.rows)]
+                plan.later = {}
+                self.make_steady(plan)
+            self.stats["background"] = {"kernels": len(later),
+                                        "seconds": time.perf_counter() - clock}
+
+        thread = threading.Thread(target=build, name="staticgrad threaded build")
+        self.building.append(thread)
+        thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the threaded builds compiling in the background (``build_threaded``);
+        whether none is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self.building):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self.building = [t for t in self.building if t.is_alive()]
+        return not self.building
 
     def steady_source(self, plan) -> str:
         """The Python that runs a plan's calls after its first: the kernels' compiled entry

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import pytest
 
@@ -144,3 +146,51 @@ def test_numba_threads_avoid_an_openmp_that_another_library_started_spinning():
         assert out.stdout.split() == ["True", "True", "workqueue", "100000.0", "workqueue"]
     else:
         assert out.stdout.split() == ["False", "False", "default", "100000.0", "-"]
+
+
+def big_loop_function(seed: float):
+    """A graph whose one loop is big enough for threads; ``seed`` makes its kernel text new
+    to the process, so its threaded build is not compiled yet."""
+    x = sg.placeholder((None,), name="x")
+    y = sg.exp(x * seed) + x
+    return sg.function([x], [sg.sum(y), y])
+
+
+def test_threaded_builds_compile_in_the_background_when_asked(monkeypatch, tmp_path):
+    if numba.get_num_threads() < 2:
+        pytest.skip("one thread: no loop gets a threaded build")
+    from staticgrad.backends.numba import runtime
+    monkeypatch.setattr(runtime, "BACKGROUND", True)
+    monkeypatch.setenv("STATICGRAD_CACHE_DIR", str(tmp_path))
+    seed = 0.5 + np.random.default_rng().random()
+    f = big_loop_function(seed)
+    xv = np.linspace(-1.0, 1.0, runtime.PARALLEL_MIN + 1001)
+    expected = np.exp(xv * seed) + xv
+    total, y = f(xv)                         # on the serial build: nc chunks in turn
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(total, expected.sum(), rtol=1e-10)
+    # calls from other threads while the threaded build compiles
+    with ThreadPoolExecutor(4) as pool:
+        for total_, y_ in pool.map(lambda _: f(xv), range(8)):
+            np.testing.assert_allclose(y_, expected, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(total_, expected.sum(), rtol=1e-10)
+    assert f.wait_compiled(timeout=600)
+    assert f.stats["background"]["kernels"] == 1, f.stats.get("background")
+    (threaded,) = f.program.threaded.values()
+    assert threaded.signatures, "the threaded build was compiled"
+    total, y = f(xv)                         # on the threaded build now
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(total, expected.sum(), rtol=1e-10)
+
+
+def test_without_the_setting_a_first_call_runs_the_threaded_build(monkeypatch, tmp_path):
+    if numba.get_num_threads() < 2:
+        pytest.skip("one thread: no loop gets a threaded build")
+    from staticgrad.backends.numba import runtime
+    monkeypatch.setattr(runtime, "BACKGROUND", False)
+    monkeypatch.setenv("STATICGRAD_CACHE_DIR", str(tmp_path))
+    f = big_loop_function(0.5 + np.random.default_rng().random())
+    f(np.zeros(runtime.PARALLEL_MIN + 1001))
+    assert not f.program.building and f.wait_compiled(timeout=0) and "background" not in f.stats
+    (threaded,) = f.program.threaded.values()
+    assert threaded.signatures
