@@ -25,13 +25,13 @@ from ...graph import Graph
 from ...inspect import timed
 from ...schedule import is_view, schedule
 from ...tensor import Tensor
-from . import blas, workers
+from . import background, blas, workers
 from .cache import load
 from .render import FORMAT, PARALLEL_MIN, checks, listing, render_kernel
 
 ALIGN = 16   # arena offsets are multiples of 16 elements, so every view is 64-byte aligned
 # STATICGRAD_BACKGROUND_COMPILE=1: a big loop's threaded build, when not on disk, compiles
-# after the first call, in the background (``Program.build_threaded``). Off by default: the
+# after the first call, in the background (see background.py). Off by default: the
 # calls before the switch may differ from later ones in the last bits
 BACKGROUND = os.environ.get("STATICGRAD_BACKGROUND_COMPILE") == "1"
 
@@ -340,41 +340,13 @@ class Program:
         return list(space.last)
 
     def build_threaded(self, plan, later: dict) -> None:
-        """Compile the threaded builds a plan's first call went without (``later``: row ->
-        argument types) on a thread of their own, then switch the plan's steady code to them.
-        A threaded (parfor) build costs Numba about twice a serial one (W6's kernel: 3 s more),
-        so the first result comes that much sooner; calls meanwhile run on one core. The two
-        builds are compiled apart and may add a row's terms in different orders (fastmath
-        lets LLVM reassociate): results before and after the switch can differ in the last
-        bits (W6: 2% of the input gradient's elements), which is why this is opt-in. Not a
-        daemon: a process that exits first waits for it, so the next one loads it from disk."""
-        def build():
-            clock = time.perf_counter()
-            try:
-                for r, types in later.items():
-                    plan.later[r].compile(types)
-            except Exception as err:   # the serial builds stay: same results, one core
-                self.stats["background"] = {"error": f"{type(err).__name__}: {err}"}
-                return
-            with self.lock:
-                plan.rows = [(plan.later[r], *row[1:]) if r in later else row
-                             for r, row in enumerate(plan.rows)]
-                plan.later = {}
-                self.make_steady(plan)
-            self.stats["background"] = {"kernels": len(later),
-                                        "seconds": time.perf_counter() - clock}
-
-        thread = threading.Thread(target=build, name="staticgrad threaded build")
-        self.building.append(thread)
-        thread.start()
+        """Compile, in the background, the threaded builds a plan's first call went without
+        (``later``: row -> argument types); see ``background.build_threaded``."""
+        self.building.append(background.build_threaded(self, plan, later))
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the threaded builds compiling in the background (``build_threaded``);
-        whether none is left."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in list(self.building):
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        self.building = [t for t in self.building if t.is_alive()]
+        """Wait for the threaded builds compiling in the background; whether none is left."""
+        self.building = background.wait(self.building, timeout)
         return not self.building
 
     def steady_source(self, plan) -> str:
