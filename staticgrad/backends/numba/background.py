@@ -42,13 +42,13 @@ def build_threaded(program, plan, later: dict) -> threading.Thread:
     return thread
 
 
-def wait(threads: list, timeout: float | None = None) -> list:
-    """Join ``threads`` (within ``timeout`` seconds in all); returns those still running.
+def wait(threads: list, timeout: float | None = None) -> bool:
+    """Join ``threads`` (within ``timeout`` seconds in all); whether all have ended.
 
     >>> wait([], timeout=0.0)
-    []
+    True
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    for thread in threads:
+    for thread in list(threads):
         thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    return [t for t in threads if t.is_alive()]
+    return not any(t.is_alive() for t in threads)

@@ -305,6 +305,9 @@ class KernelWriter:
         if acc_dtype != node.inputs[0].dtype and accumulator.converts:
             value = f"{ctor(acc_dtype)}({value})"
         depth = max(depth, rank)
+        # a float32 sum adds blocks in float32 (full-width vectors), then them in float64
+        blocked = accumulator.blocked and node.inputs[0].dtype == np.float32 \
+            and acc_dtype != np.float32
 
         def finish(code: str) -> str:
             return f"{ctor(node.dtype)}({code})" if acc_dtype != node.dtype else code
@@ -313,8 +316,7 @@ class KernelWriter:
             first = len(kept)
             acc = self.fresh("acc")
             nest.emit(first, f"{acc} = {initial(node)}")
-            if accumulator.blocked and node.inputs[0].dtype == np.float32 \
-                    and acc_dtype != np.float32:
+            if blocked:
                 block = self.fresh("blk")
                 nest.emit(depth, f"{block} = {literal(0, np.float32)}", block=True)
                 nest.emit(depth, f"{block} = {combine.format(block, raw)}")
@@ -359,8 +361,7 @@ class KernelWriter:
             loops = [f"for q{j} in range({s}):" for j, s in enumerate(shape)]
             cell = ", ".join(f"q{j}" for j in range(len(kept)))
             width = [self.space[a] for a in kept]
-            if accumulator.blocked and node.inputs[0].dtype == np.float32 \
-                    and acc_dtype != np.float32 and all(sh.is_static(w) for w in width) \
+            if blocked and all(sh.is_static(w) for w in width) \
                     and int(np.prod(width)) >= COLUMN_BLOCK_WIDTH:
                 self.column_blocks(part, slot, cell, shape, loops, raw, combine)
             else:

@@ -126,7 +126,7 @@ class Program:
         stats["kernels"] = len(self.kernels)
         stats["distinct"] = len({c.digest for c in self.codes})
         self.lock = threading.Lock()   # held while a plan's layout is worked out
-        self.building: list = []       # threads compiling threaded builds (build_threaded)
+        self.building: list = []       # threads that compiled or compile threaded builds
 
     def lifetimes(self) -> list:
         """``(first kernel, last kernel)`` that touch each temporary buffer."""
@@ -304,15 +304,15 @@ class Program:
         first = not plan.called
         fresh = self.fresh_kernels(plan)
         clock = time.perf_counter()
-        later = {r: tuple(numba.typeof(v) for v in (*plan.rows[r][1](slots), *plan.rows[r][2]))
-                 for r in plan.later} if first else {}
+        later = {r: arg_types(plan.rows[r], slots) for r in plan.later} if first else {}
         if fresh:
             # the new kernels, each with the argument types this call gives it
             jobs, seen = [], set()
-            for fn, args, ints, _ in plan.rows:
+            for row in plan.rows:
+                fn = row[0]
                 if id(fn) in fresh and id(fn) not in seen:
                     seen.add(id(fn))
-                    jobs.append((fn, tuple(numba.typeof(v) for v in (*args(slots), *ints))))
+                    jobs.append((fn, arg_types(row, slots)))
             self.stats["workers"] = workers.compile_all(jobs)
         before = None
         try:
@@ -346,8 +346,7 @@ class Program:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the threaded builds compiling in the background; whether none is left."""
-        self.building = background.wait(self.building, timeout)
-        return not self.building
+        return background.wait(self.building, timeout)
 
     def steady_source(self, plan) -> str:
         """The Python that runs a plan's calls after its first: the kernels' compiled entry
@@ -454,6 +453,12 @@ class Program:
             self.run(arrays, plan, spent)
         return {k.name: statistics.median(spent[k.name]) if spent.get(k.name) else 0.0
                 for k in self.kernels}
+
+
+def arg_types(row: tuple, slots: list) -> tuple:
+    """The Numba types of the arguments a program row's kernel gets from ``slots``."""
+    _, args, ints, _ = row
+    return tuple(numba.typeof(v) for v in (*args(slots), *ints))
 
 
 def entry_point(fn):
