@@ -16,6 +16,8 @@ from __future__ import annotations
 import threading
 import time
 
+from . import steady
+
 
 def build_threaded(program, plan, later: dict) -> threading.Thread:
     """Start compiling ``plan.later[r]`` for the argument types ``later[r]`` of each row
@@ -33,7 +35,7 @@ def build_threaded(program, plan, later: dict) -> threading.Thread:
             plan.rows = [(plan.later[r], *row[1:]) if r in later else row
                          for r, row in enumerate(plan.rows)]
             plan.later = {}
-            program.make_steady(plan)
+            steady.make(program, plan)
         program.stats["background"] = {"kernels": len(later),
                                        "seconds": time.perf_counter() - clock}
 

@@ -99,7 +99,8 @@ class Nest:
         self.shared = [table(), table()]
         self.own = [[table(), table()] for _ in range(passes)]
         self.before: list = []   # before the chunk loop
-        self.after: list = []    # after it
+        self.start: list = []    # first in each chunk (it fills its own rows of partials)
+        self.after: list = []    # after the chunk loop
         self.current = 0
 
     def emit(self, depth: int, line: str, post: bool = False, block: bool = False) -> None:
@@ -129,7 +130,7 @@ class Nest:
         out += ["for c in numba.prange(nc):",
                 f"    lo = np.uint64(c * {n0} // nc)",
                 f"    hi = np.uint64((c + 1) * {n0} // nc)"]
-        out += indent(self.level(0), 1)
+        out += indent(self.start + self.level(0), 1)
         return out + self.after
 
     def level(self, d: int) -> list:
@@ -286,6 +287,25 @@ class KernelWriter:
             depth = max(depth, k)
         return code, depth
 
+    def partials(self, prefix: str, dtype, dims: list, init: str | None = None) -> str:
+        """A per-chunk array of shape ``(nc, *dims)`` that the caller passes in (the runtime
+        keeps one per workspace): allocating it here cost Numba 0.2-0.4 s of compile per
+        process and kind (``np.empty``, ``np.full``, ``np.zeros``) and an allocation per call.
+        With ``init``, each chunk first fills its own row (the threads touch only their own)."""
+        name = self.names.partials(prefix, dtype, dims)
+        if init is not None:
+            self.nest.start += self.fill(name, "c", dims, init)
+        return name
+
+    def fill(self, array: str, lead: str, dims: list, init: str) -> list:
+        """Loops setting ``array[lead, ...]`` to ``init`` over ``dims``."""
+        cells = [self.fresh("f") for _ in dims]
+        at = ", ".join(([lead] if lead else []) + cells) or "()"
+        lines = [f"{array}[{at}] = {init}"]
+        for cell, d in reversed(list(zip(cells, dims))):
+            lines = [f"for {cell} in range({self.names.dim(d)}):", *indent(lines, 1)]
+        return lines
+
     # reductions ----------------------------------------------------------------------------
     def reduction(self, node: Tensor) -> None:
         """Accumulate in a register when the reduced axes are the innermost ones (per chunk
@@ -332,8 +352,7 @@ class KernelWriter:
             else:
                 nest.emit(depth, f"{acc} = {combine.format(acc, value)}")
             if first == 0 and self.chunked:   # each chunk's total, added after
-                part, total = self.fresh("part"), self.fresh("total")
-                nest.before.append(f"{part} = np.empty(nc, {ctor(acc_dtype)})")
+                part, total = self.partials("part", acc_dtype, []), self.fresh("total")
                 nest.emit(0, f"{part}[c] = {acc}", post=True)
                 nest.after += [f"{total} = {initial(node)}", "for c in range(nc):",
                                f"    {total} = {combine.format(total, f'{part}[c]')}"]
@@ -353,17 +372,15 @@ class KernelWriter:
         idx = ", ".join(out_index) or "()"
         if 0 in axes and self.chunked:
             # chunks run in parallel over axis 0: each adds into its own partial row
-            part = self.fresh("part")
+            part = self.partials("part", acc_dtype, [self.space[a] for a in kept], initial(node))
             shape = [self.names.dim(self.space[a]) for a in kept]
-            nest.before.append(f"{part} = np.full((nc, {', '.join(shape)}), {initial(node)}, "
-                               f"{ctor(acc_dtype)})")
             slot = ", ".join(["c"] + [f"i{a}" for a in kept])
             loops = [f"for q{j} in range({s}):" for j, s in enumerate(shape)]
             cell = ", ".join(f"q{j}" for j in range(len(kept)))
             width = [self.space[a] for a in kept]
             if blocked and all(sh.is_static(w) for w in width) \
                     and int(np.prod(width)) >= COLUMN_BLOCK_WIDTH:
-                self.column_blocks(part, slot, cell, shape, loops, raw, combine)
+                self.column_blocks(part, slot, cell, width, loops, raw, combine)
             else:
                 nest.emit(depth, f"{part}[{slot}] = {combine.format(f'{part}[{slot}]', value)}")
             target = ", ".join("0" if a in axes else f"q{kept.index(a)}" for a in range(rank)) \
@@ -377,20 +394,19 @@ class KernelWriter:
                 block = [header] + indent(block, 1)
             nest.after += block
         else:
-            # rows are independent across chunks: accumulate in the output itself
-            nest.before.append(f"{out}.fill({initial(node)})" if node.ndim else
-                               f"{out}[()] = {initial(node)}")
+            # rows are independent across chunks: accumulate in the output itself (filled
+            # by loops: ``out.fill`` costs Numba 0.15 s more to compile)
+            nest.before += self.fill(out, "", list(node.dims), initial(node))
             nest.emit(depth, f"{out}[{idx}] = {combine.format(f'{out}[{idx}]', value)}")
 
-    def column_blocks(self, part: str, slot: str, cell: str, shape: list, loops: list, raw: str,
+    def column_blocks(self, part: str, slot: str, cell: str, width: list, loops: list, raw: str,
                       combine: str) -> None:
         """A float32 sum over axis 0 adds ``COLUMN_BLOCK`` rows into a float32 row, then that
         row into the float64 partials: a float64 update per element (two conversions, twice
         the loads and stores) cost W6's kernel a fifth of its time. The float32 row costs
         LLVM time, though (W6 compiles 1.3-2 s longer, W5 0.4-0.7 s), so only wide sums, the
         mark of a large layer, get it: W5's ten-column bias gradient would gain microseconds."""
-        block = self.fresh("colblk")
-        self.nest.before.append(f"{block} = np.zeros((nc, {', '.join(shape)}), np.float32)")
+        block = self.partials("colblk", np.float32, width, literal(0, np.float32))
         self.nest.emit(self.rank, f"{block}[{slot}] = {combine.format(f'{block}[{slot}]', raw)}")
         cells = f"c, {cell}"
         wide = combine.format(f"{part}[{cells}]", f"np.float64({block}[{cells}])")

@@ -14,6 +14,8 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ... import shapes as sh
 from ...ops import REGISTRY
 from ...rewrite import simplify
@@ -29,7 +31,7 @@ JIT_FLAGS = f"fastmath={FASTMATH}, error_model='numpy', cache=True"
 # typing), not compiled as functions of their own and linked: W7's reverse scan, whose body has
 # seven, compiled in 2.4 s instead of 3.7 s
 HELPER_FLAGS = f"inline='always', {JIT_FLAGS}"
-FORMAT = 12              # bump when the generated code changes meaning
+FORMAT = 13              # bump when the generated code changes meaning
 
 HEADER = '''"""staticgrad kernel {digest} (format {format}) — generated, do not edit."""
 import math
@@ -52,6 +54,7 @@ class KernelNames:
         self.sizes: dict = {}     # size symbol, or ("row", length) -> name
         self.counts: dict = {}
         self.helpers: dict = {}   # name -> text of a module-level function this kernel calls
+        self.scratch: list = []   # (name, dtype, dims): per-chunk arrays (nc, *dims) passed in
 
     def array(self, node: Tensor) -> str:
         if id(node) not in self.arrays:
@@ -63,6 +66,12 @@ class KernelNames:
         if id(node) not in self.views:
             self.views[id(node)] = (f"w{len(self.views)}", node)
         return self.views[id(node)][0]
+
+    def partials(self, prefix: str, dtype, dims: list) -> str:
+        """A kernel argument for an array of shape ``(nc, *dims)`` the caller provides."""
+        name = self.fresh(prefix)
+        self.scratch.append((name, np.dtype(dtype), tuple(dims)))
+        return name
 
     def fresh(self, prefix: str) -> str:
         k = self.counts.get(prefix, 0)
@@ -163,7 +172,12 @@ class KernelNames:
                          f"        raise IndexError({message!r})"]
             # np.int64(16), not 16: Numba types a bare 16 as Literal[int](16) and compiles the
             # body once per distinct size, with the size folded in (and its loops unrolled)
-            args = [where[id(n)] for n in code.arrays] + \
+            scratch = []
+            for _, dtype, dims in code.scratch:   # one chunk (nc = 1): static sizes
+                scratch.append(self.fresh("b"))
+                before.append(f"{scratch[-1]} = np.empty({tuple_text(['1', *map(str, dims)])}, "
+                              f"np.{dtype.name})")
+            args = [where[id(n)] for n in code.arrays] + scratch + \
                 [f"np.int64({key[1]})" for key in code.sizes] + (["1"] if code.chunked else [])
             step.append(f"{name}({', '.join(args)})")
         for out, target in copies:
@@ -178,14 +192,17 @@ class KernelNames:
 @dataclass
 class KernelCode:
     """One kernel's function: its text, what its arguments are, and whether it can use
-    threads. ``arrays`` are the nodes bound to ``x0, x1, ...``; ``sizes`` the size symbols (or
-    ``("row", n)``) bound to ``n0, n1, ...``; a ``chunked`` kernel also takes ``nc``."""
+    threads. ``arrays`` are the nodes bound to ``x0, x1, ...``; ``scratch`` the ``(name,
+    dtype, dims)`` of the per-chunk arrays after them (shape ``(nc, *dims)``, contents left to
+    the kernel); ``sizes`` the size symbols (or ``("row", n)``) bound to ``n0, n1, ...``; a
+    ``chunked`` kernel also takes ``nc``."""
     kernel: Kernel
     text: str
     arrays: list
     sizes: list
     chunked: bool
     helpers: dict = field(default_factory=dict)   # functions it calls (a loop's body)
+    scratch: list = field(default_factory=list)
     digest: str = field(init=False)
 
     def __post_init__(self):
@@ -222,10 +239,12 @@ def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
         dims = ", ".join(names.dim(d) for d in node.dims)
         views.append(f"{name} = {names.array(node.inputs[0])}.reshape(({dims},))")
     params = [f"x{k}" for k in range(len(names.arrays))] + \
+        [name for name, _, _ in names.scratch] + \
         [f"n{k}" for k in range(len(names.sizes))] + (["nc"] if chunked else [])
     text = "\n".join([f"def kernel({', '.join(params)}):", *indent(views + body or ["pass"], 1)])
     return KernelCode(kernel, text, [node for _, node in names.arrays.values()],
-                      list(names.sizes), chunked, dict(names.helpers))
+                      list(names.sizes), chunked, dict(names.helpers),
+                      list(names.scratch))
 
 
 def checks(kernel: Kernel) -> list:
@@ -291,14 +310,19 @@ def listing(codes: list, labels, placeholders: list, targets: list, header: str,
         lines.append(f"# {k.name}: {k.kind} over {sh.show(k.space)} — {members}")
         for idx, size, _ in checks(k):
             lines.append(f"check_bounds({arg(idx)}, {show_size(size)})")
-        args = [arg(n) for n in code.arrays] + [size_arg(key) for key in code.sizes] + \
+        scratch = [f"{k.name}_{name}" for name, _, _ in code.scratch]
+        for name, (_, dtype, dims) in zip(scratch, code.scratch):
+            shape = tuple_text(["nc", *map(show_size, dims)])
+            lines.append(f"{name} = np.empty({shape}, np.{dtype.name})  # per-chunk partials")
+        args = [arg(n) for n in code.arrays] + scratch + [size_arg(key) for key in code.sizes] + \
             (["nc"] if code.chunked else [])
         lines.append(f"k_{code.digest}({', '.join(args)})")
         lines += views_of({id(n) for n in k.writes})
     params = [arg(p) for p in placeholders]
     run = [f"def run({', '.join(params)}):",
-           '    """The kernels in order. The runtime makes every buffer (t<k> for %k) first and',
-           '    gives a loop of PARALLEL_MIN or more elements nc = numba.get_num_threads()."""',
+           '    """The kernels in order. The runtime makes every buffer (t<k> for %k, and the',
+           '    partials, once per workspace) first and gives a loop of PARALLEL_MIN or more',
+           '    elements nc = numba.get_num_threads()."""',
            "    nc = 1",
            *indent(lines or ["pass"], 1),
            f"    return {', '.join(arg(t) for t in targets)}"]

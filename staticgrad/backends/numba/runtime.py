@@ -25,7 +25,7 @@ from ...graph import Graph
 from ...inspect import timed
 from ...schedule import is_view, schedule
 from ...tensor import Tensor
-from . import background, blas, workers
+from . import background, blas, steady, workers
 from .cache import load
 from .render import FORMAT, PARALLEL_MIN, checks, listing, render_kernel
 
@@ -103,13 +103,18 @@ class Program:
             self.slot[id(t)] = len(self.slot)
         for alias, _, _ in self.space_views:
             self.slot[id(alias)] = len(self.slot)
+        # then each kernel's per-chunk partials (made per workspace, shaped per plan)
+        partials, end = [], len(self.slot)
+        for code in self.codes:
+            partials.append(list(range(end, end + len(code.scratch))))
+            end += len(code.scratch)
         self.base = {id(alias): base for alias, base, _ in aliases}
         with timed(seconds, "import"):
-            self.steps = [Step(code, [self.slot[id(n)] for n in code.arrays],
+            self.steps = [Step(code, [self.slot[id(n)] for n in code.arrays] + mine,
                                [(self.slot[id(i)], size, message)
                                 for i, size, message in checks(code.kernel)],
                                load(code.module(parallel=False)).kernel)
-                          for code in self.codes]
+                          for code, mine in zip(self.codes, partials)]
         self.threaded: dict = {}   # digest -> the kernel built with threads (on first need)
         self.spans = self.lifetimes()
         self.pick = self.picks(placeholders)
@@ -160,6 +165,7 @@ class Program:
             plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
             threads = numba.get_num_threads()
             rows = []
+            plan.partials = []   # (shape, dtype) of each kernel's partials, in slot order
             plan.later = {}   # row -> the threaded build it switches to once compiled
             for r, step in enumerate(self.steps):
                 code = step.code
@@ -175,6 +181,9 @@ class Program:
                             # until then
                             plan.later[r], fn = fn, step.serial
                     ints.append(threads if big else 1)
+                nc = ints[-1] if code.chunked else 1
+                plan.partials += [((nc, *(int(sh.evaluate(d, env)) for d in dims)), dtype)
+                                  for _, dtype, dims in code.scratch]
                 bounds = [(slot, int(sh.evaluate(size, env)), message)
                           for slot, size, message in step.checks]
                 rows.append((fn, gather(step.args), tuple(ints), bounds))
@@ -231,6 +240,7 @@ class Program:
             slots.append(arenas[t.dtype][offset:offset + count].reshape(shape))
         for base, start, stop, shape in plan.space_views:
             slots.append(slots[base].reshape(-1)[start:stop].reshape(shape))
+        slots += [np.empty(shape, dtype) for shape, dtype in plan.partials]
         return Workspace(slots, [None] * len(self.outputs))
 
     def picks(self, placeholders: Sequence[Tensor]) -> list:
@@ -299,7 +309,7 @@ class Program:
         """The kernels in order on ``space``'s slots, each under the BLAS thread count it
         wants; each timed into ``spent`` when given. A plan's first call also has Numba
         compile or load the kernels it has not run yet (``stats`` records which). Later calls
-        take the plan's steady code instead (``make_steady``)."""
+        take the plan's steady code instead (``steady.make``)."""
         slots = space.slots
         first = not plan.called
         fresh = self.fresh_kernels(plan)
@@ -334,7 +344,7 @@ class Program:
         if fresh:
             self.record_first_call(fresh, time.perf_counter() - clock)
         if first:
-            self.make_steady(plan)
+            steady.make(self, plan)
             if later:
                 self.build_threaded(plan, later)
         return list(space.last)
@@ -349,81 +359,8 @@ class Program:
         return background.wait(self.building, timeout)
 
     def steady_source(self, plan) -> str:
-        """The Python that runs a plan's calls after its first: the kernels' compiled entry
-        points (``K0, K1, ...``) called in order on the call's arguments (``a0, ...``), the
-        parameters (``P0._value, ...``), the outputs (``o0, ...``, reused when the caller
-        dropped them), views of those (``v0, ...``) and the workspace's buffers (``s[k]``)."""
-        n_params, n_outs = len(self.params), len(self.outputs)
-        n_args = self.per_call - n_outs - n_params - len(plan.call_views)
-
-        def name(k: int) -> str:
-            if k < n_args:
-                return f"a{k}"
-            if k < n_args + n_params:
-                return f"P{k - n_args}._value"
-            if k < n_args + n_params + n_outs:
-                return f"o{k - n_args - n_params}"
-            if k < self.per_call:
-                return f"v{k - n_args - n_params - n_outs}"
-            return f"s[{k}]"
-
-        args = ", ".join(f"a{k}" for k in range(n_args))
-        lines = [f"def steady({args}):",
-                 "    try:",
-                 "        space = pool.pop()",
-                 "    except IndexError:",
-                 "        space = new_space(plan)",
-                 "    try:",
-                 "        s, last = space.slots, space.last"]
-        for j in range(len(self.outputs)):
-            # three references when the caller dropped it: the workspace's, o{j} and
-            # getrefcount's argument
-            lines += [f"        o{j} = last[{j}]",
-                      f"        if o{j} is None or getrefcount(o{j}) > 3:",
-                      f"            o{j} = last[{j}] = empty(*OUT[{j}])"]
-        for j, (base, start, stop, shape) in enumerate(plan.call_views):
-            lines.append(f"        v{j} = {name(base)}.reshape(-1)[{start}:{stop}]"
-                         f".reshape({shape})")
-        if plan.blas:   # the BLAS thread count is restored however the call ends
-            lines += ["        before = None", "        try:"]
-        pad = "    " if plan.blas else ""
-        first = True
-        for r, (step, (_, _, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):
-            if r in plan.blas:
-                lines.append(f"        {pad}{'before = ' if first else ''}"
-                             f"set_threads({plan.blas[r]})")
-                first = False
-            for j, (slot, size, _) in enumerate(bounds):
-                # the index array by its name here: arguments are not in the workspace's slots
-                lines.append(f"        {pad}check_index({name(slot)}, {size}, "
-                             f"BOUNDS[{r}][{j}][2])")
-            call = [name(k) for k in step.args] + [str(i) for i in ints]
-            lines.append(f"        {pad}K{r}({', '.join(call)})")
-        if plan.blas:
-            lines += ["        finally:", "            if before is not None:",
-                      "                set_threads(before)"]
-        results = []
-        for kind, k, again in self.pick:
-            results.append((f"o{k}.copy()" if again else f"o{k}") if kind == "out" else
-                           f"array(a{k})" if kind == "arg" else f"array(L{len(results)}.value)")
-        lines += [f"        return [{', '.join(results)}]", "    finally:",
-                  "        pool.append(space)"]
-        return "\n".join(lines) + "\n"
-
-    def make_steady(self, plan) -> None:
-        """Compile ``steady_source`` for a plan whose kernels have all run once."""
-        namespace = {"pool": plan.pool, "new_space": self.workspace, "plan": plan,
-                     "getrefcount": sys.getrefcount, "empty": np.empty, "array": np.array,
-                     "OUT": plan.outputs, "BOUNDS": [b for _, _, _, b in plan.rows],
-                     "check_index": check_index, "set_threads": blas.set_threads}
-        namespace.update({f"P{j}": p for j, p in enumerate(self.params)})
-        namespace.update({f"L{j}": node for j, (kind, node, _) in enumerate(self.pick)
-                          if kind == "leaf"})
-        namespace.update({f"K{r}": entry_point(fn) for r, (fn, _, _, _) in enumerate(plan.rows)})
-        # one file name for all: CPython interns a code object's file name for good, so a
-        # name per plan would grow memory with every function ever built
-        exec(compile(self.steady_source(plan), "<staticgrad steady>", "exec"), namespace)
-        plan.steady = namespace["steady"]
+        """The Python of a plan's calls after its first (see ``steady.source``)."""
+        return steady.source(self, plan)
 
     def fresh_kernels(self, plan) -> dict:
         """On a plan's first call: the kernels not yet compiled or loaded in this process,
@@ -461,16 +398,6 @@ def arg_types(row: tuple, slots: list) -> tuple:
     return tuple(numba.typeof(v) for v in (*args(slots), *ints))
 
 
-def entry_point(fn):
-    """The compiled function behind a Numba dispatcher that has compiled exactly one
-    signature: calling it skips Numba's type dispatch (0.66 -> 0.30 us for five arrays). A
-    plan passes arrays of the same types on every call (arguments are checked and coerced to
-    aligned, writeable, C-contiguous arrays of the placeholder's dtype; every other array is
-    the runtime's own), so the one signature is the one each call needs."""
-    overloads = list(fn.overloads.values())
-    return overloads[0].entry_point if len(overloads) == 1 else fn
-
-
 def gather(positions: list):
     """``slots -> tuple of slots[k] for k in positions``, as fast as Python allows."""
     if len(positions) == 1:
@@ -482,13 +409,7 @@ def gather(positions: list):
 def check_bounds(slots: list, bounds: list) -> None:
     """``check_index`` of each ``(slot, size, message)``."""
     for slot, size, message in bounds:
-        check_index(slots[slot], size, message)
-
-
-def check_index(idx: np.ndarray, size: int, message: str) -> None:
-    """Indices in ``[-size, size)`` or an ``IndexError`` naming the op and the user's line."""
-    if idx.size and (idx.min() < -size or idx.max() >= size):
-        raise IndexError(message)
+        steady.check_index(slots[slot], size, message)
 
 
 def version() -> str:
