@@ -129,7 +129,7 @@ def unwindows_emit(node: Tensor, code) -> list:
                             for j, (s, r) in enumerate(zip(attrs["stride"], attrs["dilation"]))]
         return [f"{out}[{', '.join(at)}] += {gn}[{', '.join(i)}]"]
 
-    return [f"{out}.fill(0)", *code.each(source.dims, element)]
+    return [*code.fill(out, node.dims, "0"), *code.each(source.dims, element)]
 
 
 defop("windows", Kind.MOVEMENT, windows_shape, same_dtype, windows_reference,

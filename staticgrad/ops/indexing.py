@@ -146,11 +146,15 @@ def untake_emit(node: Tensor, code) -> list:
     axis, size = dict(node.attrs)["axis"], dict(node.attrs)["size"]
     out, gn, xn = code.array(node), code.array(g), code.array(idx)
     k = idx.ndim
-    q, j = code.fresh("q"), code.fresh("j")
-    return [f"{out}.fill(0)", f"for {q} in np.ndindex({gn}.shape):",
-            f"    {j} = {xn}[{q}[{axis}:{axis + k}]]" if k else f"    {j} = {xn}[()]",
-            f"    {j} = {j} + {code.dim(size)} if {j} < 0 else {j}",
-            f"    {out}[{q}[:{axis}] + ({j},) + {q}[{axis + k}:]] += {gn}[{q}]"]
+    j = code.fresh("j")
+
+    def element(i):
+        target = ", ".join([*i[:axis], j, *i[axis + k:]])
+        return [f"{j} = {xn}[{', '.join(i[axis:axis + k]) or '()'}]",
+                f"{j} = {j} + {code.dim(size)} if {j} < 0 else {j}",
+                f"{out}[{target}] += {gn}[{', '.join(i) or '()'}]"]
+
+    return [*code.fill(out, node.dims, "0"), *code.each(g.dims, element)]
 
 
 def take_checks(node: Tensor) -> list:

@@ -51,7 +51,7 @@ def matmul_emit(node: Tensor, code) -> list:
     out = code.array(node)
     q, k = code.fresh("q"), code.fresh("k")
     if node.dtype.kind != "f":   # BLAS has no integer product
-        return [f"{out}.fill(0)",
+        return [*code.fill(out, node.dims, "0"),
                 f"for {q} in np.ndindex({out}.shape):",
                 f"    for {k} in range({a}.shape[-1]):",
                 f"        {out}[{q}] += {a}[{q}[:-1] + ({k},)] * {b}[{q}[:-2] + ({k}, {q}[-1])]"]

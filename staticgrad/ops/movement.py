@@ -236,7 +236,7 @@ def unslice_emit(node: Tensor, code) -> list:
     attrs = dict(node.attrs)
     where_ = [f"{code.dim(first_index(dim, start, step))} + {step} * i{k}"
               for k, (dim, (start, _, step)) in enumerate(zip(attrs["shape"], attrs["index"]))]
-    return [f"{out}.fill(0)", *code.each(node.inputs[0].dims, lambda i: [
+    return [*code.fill(out, node.dims, "0"), *code.each(node.inputs[0].dims, lambda i: [
         f"{out}[{', '.join(where_)}] = {g}[{', '.join(i)}]"])]
 
 

@@ -70,16 +70,16 @@ count_nonzero = reduction("count_nonzero", np.count_nonzero,
 def cumsum_emit(node: Tensor, code) -> list:
     axis = dict(node.attrs)["axis"]
     out, x = code.array(node), code.array(node.inputs[0])
-    q, j = code.fresh("q"), code.fresh("j")
-    # NumPy's axis moved last: each row is summed in order, the running value in a register
-    outer = f"np.ndindex({out}.shape[:{axis}] + {out}.shape[{axis + 1}:])"
-    at = f"{q}[:{axis}] + ({j},) + {q}[{axis}:]"
-    total = code.fresh("total")
-    return [f"for {q} in {outer}:",
-            f"    {total} = {out}.dtype.type(0)",
-            f"    for {j} in range({out}.shape[{axis}]):",
-            f"        {total} += {x}[{at}]",
-            f"        {out}[{at}] = {total}"]
+    j, total = code.fresh("j"), code.fresh("total")
+
+    def row(i):   # each row along ``axis`` summed in order, the running value in a register
+        at = ", ".join([*i[:axis], j, *i[axis:]])
+        return [f"{total} = np.{node.dtype.name}(0)",
+                f"for {j} in range({code.dim(node.dims[axis])}):",
+                f"    {total} += {x}[{at}]",
+                f"    {out}[{at}] = {total}"]
+
+    return code.each(node.dims[:axis] + node.dims[axis + 1:], row)
 
 
 defop("cumsum", Kind.OPAQUE, lambda shapes, axis: shapes[0],

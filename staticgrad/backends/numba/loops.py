@@ -294,17 +294,8 @@ class KernelWriter:
         With ``init``, each chunk first fills its own row (the threads touch only their own)."""
         name = self.names.partials(prefix, dtype, dims)
         if init is not None:
-            self.nest.start += self.fill(name, "c", dims, init)
+            self.nest.start += self.names.fill(name, dims, init, lead="c")
         return name
-
-    def fill(self, array: str, lead: str, dims: list, init: str) -> list:
-        """Loops setting ``array[lead, ...]`` to ``init`` over ``dims``."""
-        cells = [self.fresh("f") for _ in dims]
-        at = ", ".join(([lead] if lead else []) + cells) or "()"
-        lines = [f"{array}[{at}] = {init}"]
-        for cell, d in reversed(list(zip(cells, dims))):
-            lines = [f"for {cell} in range({self.names.dim(d)}):", *indent(lines, 1)]
-        return lines
 
     # reductions ----------------------------------------------------------------------------
     def reduction(self, node: Tensor) -> None:
@@ -394,9 +385,8 @@ class KernelWriter:
                 block = [header] + indent(block, 1)
             nest.after += block
         else:
-            # rows are independent across chunks: accumulate in the output itself (filled
-            # by loops: ``out.fill`` costs Numba 0.15 s more to compile)
-            nest.before += self.fill(out, "", list(node.dims), initial(node))
+            # rows are independent across chunks: accumulate in the output itself
+            nest.before += self.names.fill(out, node.dims, initial(node))
             nest.emit(depth, f"{out}[{idx}] = {combine.format(f'{out}[{idx}]', value)}")
 
     def column_blocks(self, part: str, slot: str, cell: str, width: list, loops: list, raw: str,
