@@ -70,6 +70,27 @@ def test_calls_from_eight_threads_equal_serial_calls(tanh_layer):
         assert all(np.array_equal(g, e) for g, e in zip(got, want[j])), "a held result changed"
 
 
+def test_threaded_reductions_from_four_threads_equal_serial_calls():
+    # big enough for the threaded build: each call's per-chunk partials live in its own
+    # workspace, so calls at the same time never add into each other's
+    x = sg.placeholder((None, 512), dtype=np.float64, name="x")
+    f = sg.function([x], [sg.sum(x * x, axis=0), sg.sum(x)])
+    rng = np.random.default_rng(2)
+    inputs = [rng.standard_normal((600, 512)) for _ in range(4)]
+    want = [[np.array(o, copy=True) for o in f(a)] for a in inputs]
+    np.testing.assert_allclose(want[0][0], np.sum(inputs[0] ** 2, axis=0), rtol=1e-12)
+    bad = []
+
+    def worker(k):
+        for i in range(40):
+            j = (i + k) % len(inputs)
+            if not all(np.array_equal(g, e) for g, e in zip(f(inputs[j]), want[j])):
+                bad.append((k, i))
+
+    run_threads(worker, count=4)
+    assert not bad, f"{len(bad)} of 160 results differ from the serial ones"
+
+
 def test_results_held_by_one_thread_are_not_reused_by_another(tanh_layer):
     x, w, loss, f = tanh_layer
     a = np.ones((5, 64))
