@@ -247,7 +247,9 @@ class Function:
     def explain(self, *args, repeat: int = 20, show: bool = True):
         """Time calls on ``args`` and each fused kernel; print (``show``) and return a
         ``Report`` putting each kernel's time next to its floor: its bytes at this machine's
-        bandwidth, its matrix products at the BLAS peak (both measured once per process).
+        bandwidth, its matrix products at the BLAS peak (both measured once per process). Each
+        row also says how many threads its kernel ran on (a loop's chunks, a product's BLAS
+        threads).
         Calling it runs the function, so updates are applied ``repeat`` times and more.
 
         >>> import numpy as np, staticgrad as sg

@@ -54,6 +54,10 @@ class Program:
         """No kernels to time: the graph runs node by node."""
         return {}
 
+    def threads(self, plan) -> list:
+        """No kernels: nothing runs on threads of its own."""
+        return []
+
     def run(self, arrays: Sequence[np.ndarray], plan) -> list:
         feeds = {id(p): a for p, a in zip(self.placeholders, arrays)}
         values = evaluate(self.nodes, feeds, plan.env)

@@ -20,9 +20,11 @@ from . import hardware
 
 @dataclass
 class KernelTime:
-    """One kernel: what it computes, its estimated work, its measured and its floor time."""
+    """One kernel: what it computes, its estimated work, its measured and its floor time,
+    and the threads it ran on (a loop's chunks, or a matrix product's BLAS threads)."""
     name: str
     kind: str
+    threads: int
     space: tuple
     nodes: int
     read: int
@@ -67,9 +69,9 @@ class Report:
         if not self.kernels:
             lines.append("  (the numpy backend runs node by node: no kernels to time)")
             return "\n".join(lines)
-        header = ("kernel", "kind", "over", "nodes", "read", "written", "flops", "GEMM",
-                  "time", "floor", "x floor")
-        rows = [(k.name, k.kind, sh.show(k.space), str(k.nodes), fmt_bytes(k.read),
+        header = ("kernel", "kind", "threads", "over", "nodes", "read", "written", "flops",
+                  "GEMM", "time", "floor", "x floor")
+        rows = [(k.name, k.kind, str(k.threads), sh.show(k.space), str(k.nodes), fmt_bytes(k.read),
                  fmt_bytes(k.written), fmt_count(k.flops), fmt_count(k.gemm),
                  fmt_time(k.seconds), fmt_time(k.floor), f"{k.ratio:.2f}x")
                 for k in self.kernels]
@@ -114,10 +116,11 @@ def kernel_rows(program, arrays, plan, repeat: int, floor: dict) -> list:
     seconds = program.time_kernels(arrays, plan, repeat)
     rows = []
     bandwidth, peak = floor["bandwidth"]["best"], floor["gemm"]["flops"]
-    for kernel in program.kernels:
+    for kernel, threads in zip(program.kernels, program.threads(plan)):
         cost = kernel.cost(plan.env)
         floor_s = max((cost["read"] + cost["written"]) / bandwidth, cost["gemm"] / peak)
-        rows.append(KernelTime(kernel.name, kernel.kind, sh.evaluate(kernel.space, plan.env),
+        rows.append(KernelTime(kernel.name, kernel.kind, threads,
+                               sh.evaluate(kernel.space, plan.env),
                                len(kernel.nodes), cost["read"], cost["written"], cost["flops"],
                                cost["gemm"], seconds.get(kernel.name, 0.0), floor_s))
     return rows

@@ -49,6 +49,25 @@ def test_a_report_has_one_row_per_kernel_with_its_work(capsys):
     assert "x floor" in printed and "GFLOP/s" in printed
 
 
+def test_each_row_says_how_many_threads_its_kernel_ran_on():
+    # a loop of PARALLEL_MIN elements or more runs in numba.get_num_threads() chunks, a small
+    # one on one thread; a product runs on the BLAS threads its size asks for
+    import numba
+
+    from staticgrad.backends.numba import blas, render
+    x = sg.placeholder((None, 512), np.float32, name="x")
+    w = sg.parameter(np.ones((512, 512), np.float32) / 512, name="w")
+    f = sg.function([x], [sg.sum(sg.tanh(x @ w), axis=0)])
+    cores = numba.get_num_threads()
+    for rows in (4, 1024):
+        report = f.explain(np.ones((rows, 512), np.float32), repeat=2, show=False)
+        (product,) = [k for k in report.kernels if k.kind == "matmul"]
+        assert product.threads == blas.threads_for(product.gemm, cores)
+        (loop,) = [k for k in report.kernels if k.kind == "loop"]
+        assert loop.threads == (cores if rows * 512 >= render.PARALLEL_MIN else 1)
+        assert "threads" in str(report).splitlines()[1]
+
+
 def test_elementwise_kernels_count_one_flop_per_node_element():
     x = sg.placeholder((1000,), np.float32, name="x")
     f = sg.function([x], sg.sum(sg.exp(x) * 2.0 + 1.0))

@@ -230,6 +230,18 @@ class Program:
                     switches[r] = current = wanted
         return switches
 
+    def threads(self, plan) -> list:
+        """How many threads each kernel runs on for ``plan``: a loop's chunk count (1 below
+        ``PARALLEL_MIN``), a matrix product's BLAS thread count, 1 for any other kernel."""
+        counts, current = [], 1
+        for r, (step, (_, _, ints, _)) in enumerate(zip(self.steps, plan.rows)):
+            current = plan.blas.get(r, current)
+            kernel = step.code.kernel
+            counts.append(ints[-1] if step.code.chunked else
+                          current if kernel.kind != "loop" and kernel.cost(plan.env)["largest"]
+                          else 1)
+        return counts
+
     def workspace(self, plan) -> Workspace:
         """Fresh memory for calls of ``plan``: its own arenas, with a view per temporary."""
         arenas = {d: np.empty(n, d) for d, n in plan.arena_sizes.items()}
