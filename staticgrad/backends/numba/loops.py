@@ -363,12 +363,11 @@ class KernelWriter:
         idx = ", ".join(out_index) or "()"
         if 0 in axes and self.chunked:
             # chunks run in parallel over axis 0: each adds into its own partial row
-            part = self.partials("part", acc_dtype, [self.space[a] for a in kept], initial(node))
-            shape = [self.names.dim(self.space[a]) for a in kept]
-            slot = ", ".join(["c"] + [f"i{a}" for a in kept])
-            loops = [f"for q{j} in range({s}):" for j, s in enumerate(shape)]
-            cell = ", ".join(f"q{j}" for j in range(len(kept)))
             width = [self.space[a] for a in kept]
+            part = self.partials("part", acc_dtype, width, initial(node))
+            slot = ", ".join(["c"] + [f"i{a}" for a in kept])
+            loops = [f"for q{j} in range({self.names.dim(w)}):" for j, w in enumerate(width)]
+            cell = ", ".join(f"q{j}" for j in range(len(kept)))
             if blocked and all(sh.is_static(w) for w in width) \
                     and int(np.prod(width)) >= COLUMN_BLOCK_WIDTH:
                 self.column_blocks(part, slot, cell, width, loops, raw, combine)

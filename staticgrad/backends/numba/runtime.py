@@ -217,30 +217,30 @@ class Program:
         shape = plan.shapes[id(node)]
         return self.slot[id(base)], start, start + int(np.prod(shape)), shape
 
+    def blas_wanted(self, env: dict) -> dict:
+        """``{row: BLAS threads}`` for each kernel that calls BLAS: the threads its largest
+        single product wants (a scan's per-step products on one thread, the big product next
+        to it on two)."""
+        largest = {r: kernel.cost(env)["largest"] for r, kernel in enumerate(self.kernels)
+                   if kernel.kind != "loop"}
+        return {r: blas.threads_for(flops, numba.get_num_threads())
+                for r, flops in largest.items() if flops}
+
     def blas_threads(self, env: dict) -> dict:
-        """``{row: BLAS threads to set before it}``: each kernel that calls BLAS runs with the
-        threads its largest single product wants (a scan's per-step products on one thread,
-        the big product next to it on two); set only where the count changes."""
+        """``{row: BLAS threads to set before it}``: ``blas_wanted``, set only where the count
+        changes."""
         switches, current = {}, None
-        for r, kernel in enumerate(self.kernels):
-            largest = kernel.cost(env)["largest"] if kernel.kind != "loop" else 0
-            if largest:
-                wanted = blas.threads_for(largest, numba.get_num_threads())
-                if wanted != current:
-                    switches[r] = current = wanted
+        for r, wanted in self.blas_wanted(env).items():
+            if wanted != current:
+                switches[r] = current = wanted
         return switches
 
     def threads(self, plan) -> list:
         """How many threads each kernel runs on for ``plan``: a loop's chunk count (1 below
-        ``PARALLEL_MIN``), a matrix product's BLAS thread count, 1 for any other kernel."""
-        counts, current = [], 1
-        for r, (step, (_, _, ints, _)) in enumerate(zip(self.steps, plan.rows)):
-            current = plan.blas.get(r, current)
-            kernel = step.code.kernel
-            counts.append(ints[-1] if step.code.chunked else
-                          current if kernel.kind != "loop" and kernel.cost(plan.env)["largest"]
-                          else 1)
-        return counts
+        ``PARALLEL_MIN``), a matrix product's BLAS threads, 1 for any other kernel."""
+        products = self.blas_wanted(plan.env)
+        return [ints[-1] if step.code.chunked else products.get(r, 1)
+                for r, (step, (_, _, ints, _)) in enumerate(zip(self.steps, plan.rows))]
 
     def workspace(self, plan) -> Workspace:
         """Fresh memory for calls of ``plan``: its own arenas, with a view per temporary."""
