@@ -42,7 +42,6 @@ def main() -> None:
     seconds: dict = {name: [] for name in runners}
     for runner in runners.values():
         runner.call()
-        runner.ready()
         for _ in range(4):
             runner.call()
     for _ in range(args.rounds):

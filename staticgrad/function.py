@@ -215,25 +215,6 @@ class Function:
             results = results[:n]
         return results[0] if self.single else results
 
-    def wait_compiled(self, timeout: float | None = None) -> bool:
-        """Wait for the threaded builds that compile in the background; ``True`` once every
-        loop runs on its final code (``False``: ``timeout`` seconds passed first).
-
-        With ``STATICGRAD_BACKGROUND_COMPILE=1``, a loop big enough for threads whose threaded
-        build is not in the disk cache runs its first calls on one core while that build
-        compiles (Numba takes longer for it than for a serial one): the first result comes
-        seconds sooner (W6: 3.0 s instead of 4.8-5.1 s), and those calls may differ from later
-        ones in the last bits. Wait before timing calls. Without the setting there is
-        nothing to wait for.
-
-        >>> import numpy as np, staticgrad as sg
-        >>> x = sg.placeholder((None,), name="x")
-        >>> f = sg.function([x], sg.sum(sg.exp(x)))
-        >>> float(f(np.zeros(3))), f.wait_compiled()
-        (3.0, True)
-        """
-        return self.program.wait(timeout)
-
     def to_dot(self) -> str:
         """Graphviz DOT of the rewritten graph, each fused kernel drawn as a cluster."""
         return self.graph.to_dot(self.kernels)

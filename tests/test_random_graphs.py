@@ -589,16 +589,16 @@ def check_numba(compile_once, progs: list, dtype) -> None:
                 check(g[name], e[name], b, f"{name} (numba vs reference)", batch, **tol(dtype))
 
 
-# Numba's compile time is what limits this test. Measured (2 busy cores): a program with its
-# first- and second-order gradients compiles in ~1-8 s with static shapes and ~8-12 s with a
-# call-time batch size (each of its loops then gets a parallel=True function as well as a
-# serial one), and the cost of one function grows faster than linearly with the programs it
-# holds (12 static programs: ~65 s in one function, ~35 s one by one). So an example here holds
-# NUMBA_PROGRAMS programs, one of them with a None batch size, in one function per dtype, and
-# there is one example per dtype (the same programs in both). Hypothesis's first example is
-# always the simplest one (copies of ``tanh(x2)``), a compile for nothing: here it is None,
-# rejected, and the example that runs is the next, random one. No shrinking either: every
-# shrink step would compile again; a failure names the program and the output that differ.
+# Numba's compile time is what limits this test. Measured (2 busy cores): a program with its first-
+# and second-order gradients compiles in ~1-8 s with static shapes and ~8-12 s with a call-time
+# batch size (its loops are then written in chunks, for threads), and the cost of one function grows
+# faster than linearly with the programs it holds (12 static programs: ~65 s in one function, ~35 s
+# one by one). So an example here holds NUMBA_PROGRAMS programs, one of them with a None batch size,
+# in one function per dtype, and there is one example per dtype (the same programs in both).
+# Hypothesis's first example is always the simplest one (copies of ``tanh(x2)``), a compile for
+# nothing: here it is None, rejected, and the example that runs is the next, random one. No
+# shrinking either: every shrink step would compile again; a failure names the program and the
+# output that differ.
 NUMBA_PROGRAMS = 4
 
 

@@ -19,9 +19,6 @@ class Runner:
     call: Callable[[], object]          # one call; returns only when its results are ready
     check: Callable[[], list]           # one call; its outputs as NumPy arrays, workload order
     info: dict = field(default_factory=dict)  # anything worth recording (node/kernel counts)
-    # called once after the checked first call, before timing: staticgrad waits there for
-    # the threaded builds it compiles in the background
-    ready: Callable[[], object] = lambda: None
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,10 @@ def setup(backend: str) -> dict:
     import staticgrad as sg
     info = {"version": sg.__version__, "backend": backend}
     if backend == "numba":
-        import os
-
         import numba
 
-        import staticgrad.backends.numba  # noqa: F401  (its OpenMP policy, before any loop runs)
-        info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
-        try:  # known only once a parallel function has run
-            layer = numba.threading_layer()
-        except ValueError:  # setup runs before any: the configured choice
-            layer = numba.config.THREADING_LAYER
-        info.update(numba=numba.__version__, numba_threads=numba.get_num_threads(),
-                    threading_layer=layer)
+        from staticgrad.backends.numba import pool
+        info.update(numba=numba.__version__, threads=pool.size())
     return info
 
 
@@ -46,8 +38,7 @@ def describe(f) -> dict:
 
 
 def outputs_runner(f, args: list) -> Runner:
-    return Runner(lambda: f(*args), lambda: [np.asarray(o) for o in f(*args)], describe(f),
-                  f.wait_compiled)
+    return Runner(lambda: f(*args), lambda: [np.asarray(o) for o in f(*args)], describe(f))
 
 
 def w1(d: dict, backend: str) -> Runner:
@@ -68,7 +59,7 @@ def w1(d: dict, backend: str) -> Runner:
         loss_value = step(*args)
         return [np.asarray(loss_value), before[0] - w1.value, before[1] - w2.value]
 
-    return Runner(lambda: step(*args), check, describe(step), step.wait_compiled)
+    return Runner(lambda: step(*args), check, describe(step))
 
 
 def w2(d: dict, backend: str) -> Runner:

@@ -4,9 +4,9 @@ A backend is a module with ``compile(placeholders, graph, stats) -> program``; t
 ``run(arrays, plan) -> list of arrays`` (one per ``graph.outputs``, none aliasing an argument,
 a parameter or another result, safe to call from several threads), ``kernels`` (a list, empty
 where there are none), ``source`` (text), ``time_kernels(arrays, plan, repeat) -> {kernel name:
-seconds}``, ``threads(plan) -> [threads per kernel]``, ``wait(timeout) -> bool`` (background
-compiles done) and ``stats`` (the dict it was given, with what it adds). ``function.py``
-composes the pipeline and calls ``compile``; nothing else about a backend is assumed.
+seconds}``, ``threads(plan) -> [threads per kernel]`` and ``stats`` (the dict it was given,
+with what it adds). ``function.py`` composes the pipeline and calls ``compile``; nothing else
+about a backend is assumed.
 
 - ``reference``: the NumPy interpreter, node by node; the oracle for every other backend.
 - ``numba``: schedule -> render -> cache -> runtime, fused loops compiled by Numba.

@@ -58,10 +58,6 @@ class Program:
         """No kernels: nothing runs on threads of its own."""
         return []
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Nothing compiles in the background."""
-        return True
-
     def run(self, arrays: Sequence[np.ndarray], plan) -> list:
         feeds = {id(p): a for p, a in zip(self.placeholders, arrays)}
         values = evaluate(self.nodes, feeds, plan.env)

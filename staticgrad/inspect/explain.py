@@ -92,7 +92,6 @@ class Report:
 def explain(function, args: tuple, repeat: int = 20) -> Report:
     """Time ``function(*args)`` and each of its kernels; see ``Function.explain``."""
     function(*args)                             # compile, plan and warm up
-    function.wait_compiled()                    # time the final code, not a stand-in
     arrays, plan = function.prepare_call(args)
     samples = []
     for _ in range(repeat):

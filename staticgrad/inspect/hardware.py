@@ -24,20 +24,29 @@ def best_of(f, repeats: int) -> float:
 
 @functools.cache
 def numba_triad():
+    """The triad as the compiled loops run: a serial build, its chunks on the pool's threads."""
     import numba
 
-    @numba.njit(parallel=True)
+    from ..backends.numba import pool
+
+    @numba.njit(nogil=True)
+    def chunks(a, b, c, s, nc, c0, c1, stage):
+        n = a.size
+        for k in range(c0, c1):
+            for i in range(k * n // nc, (k + 1) * n // nc):
+                a[i] = b[i] + s * c[i]
+
     def triad(a, b, c, s):
-        for i in numba.prange(a.size):
-            a[i] = b[i] + s * c[i]
+        pool.spread(chunks, (a, b, c, s), pool.size(), (False,))
 
     return triad
 
 
 def bandwidth(quick: bool = False) -> dict:
     """Bytes per second of a STREAM-like triad ``a = b + s*c`` on arrays far larger than the
-    caches, as a Numba parallel loop and in NumPy; ``"best"`` is the faster. STREAM's counting:
-    the bytes of the arrays read and written (not the write-allocate reads)."""
+    caches, as a compiled loop on staticgrad's threads and in NumPy; ``"best"`` is the
+    faster. STREAM's counting: the bytes of the arrays read and written (not the
+    write-allocate reads)."""
     n = 1 << 20 if quick else 1 << 24   # 16M float64 = 128 MB per array, >> any cache
     repeats = 3 if quick else 10
     a, b, c = np.zeros(n), np.ones(n), np.full(n, 2.0)
@@ -49,9 +58,8 @@ def bandwidth(quick: bool = False) -> dict:
         triad = numba_triad()
         triad(a, b, c, 3.0)  # compile
         results["numba"] = 3 * a.nbytes / best_of(lambda: triad(a, b, c, 3.0), repeats)
-        import numba
-        results["numba_threads"] = numba.get_num_threads()
-        results["numba_threading_layer"] = numba.threading_layer()
+        from ..backends.numba import pool
+        results["threads"] = pool.size()
     except Exception as err:  # a broken Numba install must not hide the NumPy figure
         results["numba_error"] = f"{type(err).__name__}: {err}"
     results["best"] = max(v for k, v in results.items() if k in ("numpy", "numba"))

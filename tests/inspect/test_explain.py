@@ -50,15 +50,13 @@ def test_a_report_has_one_row_per_kernel_with_its_work(capsys):
 
 
 def test_each_row_says_how_many_threads_its_kernel_ran_on():
-    # a loop of PARALLEL_MIN elements or more runs in numba.get_num_threads() chunks, a small
-    # one on one thread; a product runs on the BLAS threads its size asks for
-    import numba
-
-    from staticgrad.backends.numba import blas, render
+    # a loop of PARALLEL_MIN elements or more runs in pool.size() chunks, a small one on one
+    # thread; a product runs on the BLAS threads its size asks for
+    from staticgrad.backends.numba import blas, pool, render
     x = sg.placeholder((None, 512), np.float32, name="x")
     w = sg.parameter(np.ones((512, 512), np.float32) / 512, name="w")
     f = sg.function([x], [sg.sum(sg.tanh(x @ w), axis=0)])
-    cores = numba.get_num_threads()
+    cores = pool.size()
     for rows in (4, 1024):
         report = f.explain(np.ones((rows, 512), np.float32), repeat=2, show=False)
         (product,) = [k for k in report.kernels if k.kind == "matmul"]

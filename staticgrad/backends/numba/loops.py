@@ -2,9 +2,10 @@
 
 ``KernelWriter`` walks a kernel's roots: each value is computed inline at the shallowest loop
 depth its index allows and named once per (node, index); reductions accumulate in registers
-(or per-chunk partials) as their ``Accumulator`` says. ``Nest`` places the statements in a
-chunked loop nest whose outer loop is ``numba.prange(nc)``: compiled without ``parallel`` it is
-a plain loop run once (``nc = 1``), so one body serves the serial and the threaded kernel.
+(or per-chunk partials) as their ``Accumulator`` says. ``Nest`` places the statements in a loop
+nest whose outer loop runs chunks ``c0 .. c1`` of ``nc``: one serial build serves every thread
+(``pool.py`` runs the chunks). A kernel big enough for threads runs in stages (see
+``KernelWriter.staged``): its chunks, then what only one thread may do once they are all done.
 """
 
 from __future__ import annotations
@@ -98,14 +99,15 @@ class Nest:
 
         self.shared = [table(), table()]
         self.own = [[table(), table()] for _ in range(passes)]
-        self.before: list = []   # before the chunk loop
-        self.start: list = []    # first in each chunk (it fills its own rows of partials)
-        self.after: list = []    # after the chunk loop
+        self.before: list = []   # before the loops (staged: values only, run by every stage)
+        self.start: list = []    # first in each chunk (it fills its own rows)
+        self.totals: list = []   # after every chunk: values from their partials (no stores)
+        self.after: list = []    # after every chunk: the stores, by one thread
         self.current = 0
 
     def emit(self, depth: int, line: str, post: bool = False, block: bool = False) -> None:
-        if depth < 0:   # loop-invariant values go before the loops (Numba's parallel
-            self.before.append(line)   # lowering cannot index a 0-d array inside them)
+        if depth < 0:   # loop-invariant values go before the loops, once per call
+            self.before.append(line)
             return
         if block:
             depth = self.rank - 1
@@ -113,25 +115,25 @@ class Nest:
         table = self.shared[side] if depth < self.split else self.own[self.current][side]
         table["block" if block else depth].append(line)
 
-    def lines(self) -> list:
-        out = list(self.before)
+    def loops(self) -> list:
+        """The loop nest: over the whole range, or over chunks ``c0 .. c1`` of ``nc``."""
         if self.rank == 0:
+            out = []
             for p in range(len(self.own)):
                 out += self.own[p][0][0] + self.own[p][1][0]
-            return out + self.after
+            return out
         extent = self.writer.space[0]
         fixed = opaque(extent, self.rank == 1, tuple(self.writer.space))
         n0 = self.writer.names.row(extent) if fixed else self.writer.names.dim(extent)
         if not self.writer.chunked:   # too small for threads: one pass over the whole range
-            return out + [f"lo, hi = np.uint64(0), np.uint64({n0})"] + self.level(0) + self.after
-        # the threads split axis 0 into nc chunks (nc = 1 without threads). Unsigned bounds:
-        # LLVM then knows the indices are not negative, drops Numba's wraparound select and
-        # loads consecutive vectors
-        out += ["for c in numba.prange(nc):",
+            return [f"lo, hi = np.uint64(0), np.uint64({n0})"] + self.start + self.level(0)
+        # the threads split axis 0 into nc chunks, each running some. Unsigned bounds: LLVM
+        # then knows the indices are not negative, drops Numba's wraparound select and loads
+        # consecutive vectors
+        return ["for c in range(c0, c1):",
                 f"    lo = np.uint64(c * {n0} // nc)",
-                f"    hi = np.uint64((c + 1) * {n0} // nc)"]
-        out += indent(self.start + self.level(0), 1)
-        return out + self.after
+                f"    hi = np.uint64((c + 1) * {n0} // nc)",
+                *indent(self.start + self.level(0), 1)]
 
     def level(self, d: int) -> list:
         if d >= self.split:
@@ -166,6 +168,13 @@ class Nest:
 
 def indent(lines: list, levels: int) -> list:
     return ["    " * levels + line for line in lines]
+
+
+def guarded(condition: str | None, lines: list) -> list:
+    """``lines`` under ``if condition:`` (as they are when ``condition`` is ``None``)."""
+    if condition is None or not lines:
+        return list(lines)
+    return [f"if {condition}:", *indent(lines, 1)]
 
 
 class KernelWriter:
@@ -210,9 +219,36 @@ class KernelWriter:
         return self.names.fresh(prefix)
 
     def lines(self) -> list:
+        if self.chunked:
+            return self.staged()
         out = []
         for nest in self.nests:
-            out += nest.lines()
+            out += nest.before + nest.loops() + nest.totals + nest.after
+        return out
+
+    def stages(self) -> tuple:
+        """For each nest, whether it has stores to make after all its chunks (a stage of its
+        own): what the runtime needs to run a chunked kernel on threads."""
+        return tuple(bool(nest.after) for nest in self.nests)
+
+    def staged(self) -> list:
+        """A chunked kernel's nests, each in two stages a call selects with ``stage``: nest
+        ``p`` runs its chunks ``c0 .. c1`` at stage ``2p`` (on every thread, each its own
+        chunks) and its stores at ``2p + 1`` (on one thread, after all the chunks); stage -1
+        runs everything in order (one thread, all chunks). Values from a nest's partials
+        (``totals``) are worked out again by every later stage that reads them: they live in
+        registers, and the partials stay in the workspace."""
+        out, last = [], len(self.nests) - 1
+        for p, nest in enumerate(self.nests):
+            run, done = 2 * p, 2 * p + 1
+            alone = last == 0 and not nest.totals and not nest.after
+            out += guarded(None if p == 0 else f"stage < 0 or stage >= {run}", nest.before)
+            out += guarded(None if alone else f"stage < 0 or stage == {run}", nest.loops())
+            if p == last:   # nothing runs after the last store stage: one guard serves both
+                out += guarded(f"stage < 0 or stage == {done}", nest.totals + nest.after)
+            else:
+                out += guarded(f"stage < 0 or stage > {run}", nest.totals)
+                out += guarded(f"stage < 0 or stage == {done}", nest.after)
         return out
 
     # values ------------------------------------------------------------------------------
@@ -345,10 +381,10 @@ class KernelWriter:
             if first == 0 and self.chunked:   # each chunk's total, added after
                 part, total = self.partials("part", acc_dtype, []), self.fresh("total")
                 nest.emit(0, f"{part}[c] = {acc}", post=True)
-                nest.after += [f"{total} = {initial(node)}", "for c in range(nc):",
-                               f"    {total} = {combine.format(total, f'{part}[c]')}"]
+                nest.totals += [f"{total} = {initial(node)}", "for c in range(nc):",
+                                f"    {total} = {combine.format(total, f'{part}[c]')}"]
                 result = self.fresh("r")
-                nest.after.append(f"{result} = {finish(total)}")
+                nest.totals.append(f"{result} = {finish(total)}")
                 if stored:
                     nest.after.append(f"{out}[{', '.join(out_index) or '()'}] = {result}")
                 self.registers[id(node)] = (result, 0)
@@ -384,8 +420,12 @@ class KernelWriter:
                 block = [header] + indent(block, 1)
             nest.after += block
         else:
-            # rows are independent across chunks: accumulate in the output itself
-            nest.before += self.names.fill(out, node.dims, initial(node))
+            # rows are independent across chunks: accumulate in the output itself, each
+            # chunk in its own rows (axis 0 is kept: the partials above serve the others)
+            if self.chunked:
+                nest.start += self.names.fill(out, node.dims, initial(node), rows="lo, hi")
+            else:
+                nest.before += self.names.fill(out, node.dims, initial(node))
             nest.emit(depth, f"{out}[{idx}] = {combine.format(f'{out}[{idx}]', value)}")
 
     def column_blocks(self, part: str, slot: str, cell: str, width: list, loops: list, raw: str,

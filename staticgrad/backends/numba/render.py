@@ -25,19 +25,17 @@ from .loops import KernelWriter, indent, literal
 
 PARALLEL_MIN = 1 << 18   # elements below which a loop runs on one thread (thread start-up)
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"  # never nnan/ninf: NaN and inf propagate
-# error_model numpy: x / 0 gives inf or nan as in NumPy, not ZeroDivisionError
-JIT_FLAGS = f"fastmath={FASTMATH}, error_model='numpy', cache=True"
+# error_model numpy: x / 0 gives inf or nan as in NumPy, not ZeroDivisionError. nogil: the
+# threads of pool.py run one build at once (and so can calls from the user's threads). That
+# serial build is all a kernel compiles: a parfor build took Numba 3.1 s for W6's kernel
+# against 1.2 s, 1.5 s for W2's against 0.5 s
+JIT_FLAGS = f"fastmath={FASTMATH}, error_model='numpy', nogil=True, cache=True"
 # A loop body's kernels are inlined into the loop's function by Numba (at its IR, before
 # typing), not compiled as functions of their own and linked: W7's reverse scan, whose body has
 # seven, compiled in 2.4 s instead of 3.7 s
 HELPER_FLAGS = f"inline='always', {JIT_FLAGS}"
-# A threaded build needs only prange turned into a parallel loop. Numba's other parallel
-# rewrites (NumPy calls, array expressions, slice assignments, reductions across iterations,
-# loop fusion) find nothing in generated kernels but still cost their analysis: W6's kernel
-# compiled in 3.7-4.5 s with prange alone against 4.8 s with them all
-PARALLEL = ("{'prange': True, 'numpy': False, 'setitem': False, 'inplace_binop': False, "
-            "'reduction': False, 'fusion': False, 'comprehension': False, 'stencil': False}")
-FORMAT = 13              # bump when the generated code changes meaning
+CHUNKS = ["nc", "c0", "c1", "stage"]   # a chunked kernel's last arguments (loops.py)
+FORMAT = 14              # bump when the generated code changes meaning
 
 HEADER = '''"""staticgrad kernel {digest} (format {format}) — generated, do not edit."""
 import math
@@ -121,14 +119,16 @@ class KernelNames:
             lines = [f"for {names[k]} in range({self.dim(dims[k])}):", *indent(lines, 1)]
         return lines
 
-    def fill(self, array: str, dims, value: str, lead: str = "") -> list:
-        """Loops setting ``array[lead, ...]`` to ``value`` over ``dims``: ``out.fill(0)``
-        costs Numba 0.15 s more to compile, the first time in a process."""
+    def fill(self, array: str, dims, value: str, lead: str = "", rows: str = "") -> list:
+        """Loops setting ``array[lead, ...]`` to ``value`` over ``dims`` (over ``range(rows)``
+        of the first axis, given ``rows``): ``out.fill(0)`` costs Numba 0.15 s more to
+        compile, the first time in a process."""
         cells = [self.fresh("f") for _ in dims]
         at = ", ".join(([lead] if lead else []) + cells) or "()"
         lines = [f"{array}[{at}] = {value}"]
-        for cell, d in reversed(list(zip(cells, dims))):
-            lines = [f"for {cell} in range({self.dim(d)}):", *indent(lines, 1)]
+        for axis, (cell, d) in reversed(list(enumerate(zip(cells, dims)))):
+            bounds = rows if rows and axis == 0 else self.dim(d)
+            lines = [f"for {cell} in range({bounds}):", *indent(lines, 1)]
         return lines
 
     def copy(self, dst: str, src: str, count: int) -> list:
@@ -194,7 +194,8 @@ class KernelNames:
                 before.append(f"{scratch[-1]} = np.empty({tuple_text(['1', *map(str, dims)])}, "
                               f"np.{dtype.name})")
             args = [where[id(n)] for n in code.arrays] + scratch + \
-                [f"np.int64({key[1]})" for key in code.sizes] + (["1"] if code.chunked else [])
+                [f"np.int64({key[1]})" for key in code.sizes] + \
+                (["1", "0", "1", "-1"] if code.chunked else [])   # all of one chunk, here
             step.append(f"{name}({', '.join(args)})")
         for out, target in copies:
             if out.leaf == "constant" and out.value.size > 1 and id(out) not in where:
@@ -211,7 +212,8 @@ class KernelCode:
     threads. ``arrays`` are the nodes bound to ``x0, x1, ...``; ``scratch`` the ``(name,
     dtype, dims)`` of the per-chunk arrays after them (shape ``(nc, *dims)``, contents left to
     the kernel); ``sizes`` the size symbols (or ``("row", n)``) bound to ``n0, n1, ...``; a
-    ``chunked`` kernel also takes ``nc``."""
+    ``chunked`` kernel also takes ``nc, c0, c1, stage`` and has ``stages``, whether each of
+    its nests has a store stage (see ``loops.KernelWriter.staged``)."""
     kernel: Kernel
     text: str
     arrays: list
@@ -219,23 +221,23 @@ class KernelCode:
     chunked: bool
     helpers: dict = field(default_factory=dict)   # functions it calls (a loop's body)
     scratch: list = field(default_factory=list)
+    stages: tuple = ()
     digest: str = field(init=False)
 
     def __post_init__(self):
         whole = "\n".join([self.text, *self.helpers.values()])
         self.digest = hashlib.sha256(f"{FORMAT}|{whole}".encode()).hexdigest()[:16]
 
-    def module(self, parallel: bool) -> str:
-        """The module holding this kernel as ``kernel``, compiled with or without threads."""
-        flags = f"parallel={PARALLEL}, " if parallel else ""
+    def module(self) -> str:
+        """The module holding this kernel as ``kernel``."""
         helpers = "".join(f"@numba.njit({HELPER_FLAGS})\n{text}\n\n\n"
                           for text in self.helpers.values())
         return HEADER.format(digest=self.digest, format=FORMAT) + "\n\n" + helpers + \
-            f"@numba.njit({flags}{JIT_FLAGS})\n{self.text}\n"
+            f"@numba.njit({JIT_FLAGS})\n{self.text}\n"
 
 
 def threadable(kernel: Kernel) -> bool:
-    """Only a loop that can reach ``PARALLEL_MIN`` elements gets a threaded build."""
+    """Only a loop that can reach ``PARALLEL_MIN`` elements runs in chunks (on threads)."""
     size = sh.size(kernel.space)
     return kernel.kind == "loop" and bool(kernel.space) and \
         not (sh.is_static(size) and size < PARALLEL_MIN)
@@ -244,9 +246,11 @@ def threadable(kernel: Kernel) -> bool:
 def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
     """The function for one kernel: a loop nest, or an opaque op's own code."""
     names = KernelNames()
-    chunked = threadable(kernel)
+    chunked, stages = threadable(kernel), ()
     if kernel.kind == "loop":
-        body = KernelWriter(kernel, names, roots, local, chunked).lines()
+        writer = KernelWriter(kernel, names, roots, local, chunked)
+        body, chunked = writer.lines(), writer.chunked
+        stages = writer.stages() if chunked else ()
     else:
         root = kernel.roots[0]
         body = REGISTRY[root.op].emit(root, names)
@@ -256,11 +260,11 @@ def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
         views.append(f"{name} = {names.array(node.inputs[0])}.reshape(({dims},))")
     params = [f"x{k}" for k in range(len(names.arrays))] + \
         [name for name, _, _ in names.scratch] + \
-        [f"n{k}" for k in range(len(names.sizes))] + (["nc"] if chunked else [])
+        [f"n{k}" for k in range(len(names.sizes))] + (CHUNKS if chunked else [])
     text = "\n".join([f"def kernel({', '.join(params)}):", *indent(views + body or ["pass"], 1)])
     return KernelCode(kernel, text, [node for _, node in names.arrays.values()],
                       list(names.sizes), chunked, dict(names.helpers),
-                      list(names.scratch))
+                      list(names.scratch), stages)
 
 
 def checks(kernel: Kernel) -> list:
@@ -331,14 +335,15 @@ def listing(codes: list, labels, placeholders: list, targets: list, header: str,
             shape = tuple_text(["nc", *map(show_size, dims)])
             lines.append(f"{name} = np.empty({shape}, np.{dtype.name})  # per-chunk partials")
         args = [arg(n) for n in code.arrays] + scratch + [size_arg(key) for key in code.sizes] + \
-            (["nc"] if code.chunked else [])
+            (["nc", "0", "nc", "-1"] if code.chunked else [])
         lines.append(f"k_{code.digest}({', '.join(args)})")
         lines += views_of({id(n) for n in k.writes})
     params = [arg(p) for p in placeholders]
     run = [f"def run({', '.join(params)}):",
            '    """The kernels in order. The runtime makes every buffer (t<k> for %k, and the',
-           '    partials, once per workspace) first and gives a loop of PARALLEL_MIN or more',
-           '    elements nc = numba.get_num_threads()."""',
+           '    partials, once per workspace) first. A loop of PARALLEL_MIN or more elements',
+           '    runs in nc chunks, one per thread (pool.spread runs its stages: chunks c0..c1',
+           '    on each thread, then the stores on one); here all of them run on one."""',
            "    nc = 1",
            *indent(lines or ["pass"], 1),
            f"    return {', '.join(arg(t) for t in targets)}"]

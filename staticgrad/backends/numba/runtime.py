@@ -10,7 +10,6 @@ from several threads never write the same memory.
 from __future__ import annotations
 
 import operator
-import os
 import statistics
 import sys
 import threading
@@ -25,15 +24,11 @@ from ...graph import Graph
 from ...inspect import timed
 from ...schedule import is_view, schedule
 from ...tensor import Tensor
-from . import background, blas, steady, workers
+from . import blas, pool, steady, workers
 from .cache import load
 from .render import FORMAT, PARALLEL_MIN, checks, listing, render_kernel
 
 ALIGN = 16   # arena offsets are multiples of 16 elements, so every view is 64-byte aligned
-# STATICGRAD_BACKGROUND_COMPILE=1: a big loop's threaded build, when not on disk, compiles
-# after the first call, in the background (see background.py). Off by default: the
-# calls before the switch may differ from later ones in the last bits
-BACKGROUND = os.environ.get("STATICGRAD_BACKGROUND_COMPILE") == "1"
 
 
 class Workspace:
@@ -50,10 +45,10 @@ class Workspace:
 class Step:
     """One row of the program: a kernel's compiled function and where its arguments are."""
 
-    __slots__ = ("code", "args", "checks", "serial")
+    __slots__ = ("code", "args", "checks", "kernel")
 
-    def __init__(self, code, args: list, checks: list, serial):
-        self.code, self.args, self.checks, self.serial = code, args, checks, serial
+    def __init__(self, code, args: list, checks: list, kernel):
+        self.code, self.args, self.checks, self.kernel = code, args, checks, kernel
 
 
 class Program:
@@ -113,9 +108,8 @@ class Program:
             self.steps = [Step(code, [self.slot[id(n)] for n in code.arrays] + mine,
                                [(self.slot[id(i)], size, message)
                                 for i, size, message in checks(code.kernel)],
-                               load(code.module(parallel=False)).kernel)
+                               load(code.module()).kernel)
                           for code, mine in zip(self.codes, partials)]
-        self.threaded: dict = {}   # digest -> the kernel built with threads (on first need)
         self.spans = self.lifetimes()
         self.pick = self.picks(placeholders)
         # every result is an output buffer, each once and in order: the usual case
@@ -131,7 +125,6 @@ class Program:
         stats["kernels"] = len(self.kernels)
         stats["distinct"] = len({c.digest for c in self.codes})
         self.lock = threading.Lock()   # held while a plan's layout is worked out
-        self.building: list = []       # threads that compiled or compile threaded builds
 
     def lifetimes(self) -> list:
         """``(first kernel, last kernel)`` that touch each temporary buffer."""
@@ -145,48 +138,35 @@ class Program:
                     last[id(self.base.get(id(m), m))] = k
         return [(first[id(t)], last.get(id(t), first[id(t)])) for t in self.temps]
 
-    def threads_of(self, code):
-        """The threaded build of a kernel, loaded (and so compiled) the first time a call's
-        sizes make it worth it: a parallel loop takes Numba seconds to compile."""
-        found = self.threaded.get(code.digest)
-        if found is None:
-            found = self.threaded[code.digest] = load(code.module(parallel=True)).kernel
-        return found
-
     def prepare(self, plan) -> None:
         """Everything about one shape signature, worked out once under the program's lock:
-        each kernel's sizes and build (serial, or threads for a big loop), the BLAS threads,
-        and the arena layout (temporaries alive at different times share memory)."""
+        each kernel's sizes and threads (``plan.spread``: the rows whose chunks run on
+        ``pool`` threads), the BLAS threads, and the arena layout (temporaries alive at
+        different times share memory)."""
         with self.lock:
             if plan.prepared:
                 return
             env = plan.env
             plan.blas = self.blas_threads(env)
             plan.outputs = [(plan.shapes[id(n)], n.dtype) for n in self.outputs]
-            threads = numba.get_num_threads()
+            threads = pool.size()
             rows = []
             plan.partials = []   # (shape, dtype) of each kernel's partials, in slot order
-            plan.later = {}   # row -> the threaded build it switches to once compiled
+            plan.spread = {}     # row -> its stages, for a loop run on threads
             for r, step in enumerate(self.steps):
                 code = step.code
                 ints = [key[1] if isinstance(key, tuple) else env[key] for key in code.sizes]
-                fn = step.serial
+                nc = 1
                 if code.chunked:
-                    big = threads > 1 and \
-                        sh.evaluate(sh.size(code.kernel.space), env) >= PARALLEL_MIN
-                    if big:
-                        fn = self.threads_of(code)
-                        if BACKGROUND and not fn.signatures and workers.uncached(fn):
-                            # its serial build runs the same nc chunks one after another
-                            # until then
-                            plan.later[r], fn = fn, step.serial
-                    ints.append(threads if big else 1)
-                nc = ints[-1] if code.chunked else 1
+                    if threads > 1 and \
+                            sh.evaluate(sh.size(code.kernel.space), env) >= PARALLEL_MIN:
+                        nc, plan.spread[r] = threads, code.stages
+                    ints += [nc, 0, nc, -1]   # every chunk on the calling thread
                 plan.partials += [((nc, *(int(sh.evaluate(d, env)) for d in dims)), dtype)
                                   for _, dtype, dims in code.scratch]
                 bounds = [(slot, int(sh.evaluate(size, env)), message)
                           for slot, size, message in step.checks]
-                rows.append((fn, gather(step.args), tuple(ints), bounds))
+                rows.append((step.kernel, gather(step.args), tuple(ints), bounds))
             plan.rows = rows
             blocks: dict = {}
             ends: dict = {}
@@ -223,7 +203,7 @@ class Program:
         to it on two)."""
         largest = {r: kernel.cost(env)["largest"] for r, kernel in enumerate(self.kernels)
                    if kernel.kind != "loop"}
-        return {r: blas.threads_for(flops, numba.get_num_threads())
+        return {r: blas.threads_for(flops, pool.size())
                 for r, flops in largest.items() if flops}
 
     def blas_threads(self, env: dict) -> dict:
@@ -239,7 +219,7 @@ class Program:
         """How many threads each kernel runs on for ``plan``: a loop's chunk count (1 below
         ``PARALLEL_MIN``), a matrix product's BLAS threads, 1 for any other kernel."""
         products = self.blas_wanted(plan.env)
-        return [ints[-1] if step.code.chunked else products.get(r, 1)
+        return [ints[-4] if step.code.chunked else products.get(r, 1)
                 for r, (step, (_, _, ints, _)) in enumerate(zip(self.steps, plan.rows))]
 
     def workspace(self, plan) -> Workspace:
@@ -326,7 +306,6 @@ class Program:
         first = not plan.called
         fresh = self.fresh_kernels(plan)
         clock = time.perf_counter()
-        later = {r: arg_types(plan.rows[r], slots) for r in plan.later} if first else {}
         if fresh:
             # the new kernels, each with the argument types this call gives it
             jobs, seen = [], set()
@@ -336,6 +315,8 @@ class Program:
                     seen.add(id(fn))
                     jobs.append((fn, arg_types(row, slots)))
             self.stats["workers"] = workers.compile_all(jobs)
+            for fn, types in jobs:   # before threads call them: compiled once, here
+                fn.compile(types)
         before = None
         try:
             for r, (step, (fn, args, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):
@@ -345,7 +326,10 @@ class Program:
                 t0 = time.perf_counter()
                 if bounds:
                     check_bounds(slots, bounds)
-                fn(*args(slots), *ints)
+                if r in plan.spread:
+                    pool.spread(fn, (*args(slots), *ints[:-4]), ints[-4], plan.spread[r])
+                else:
+                    fn(*args(slots), *ints)
                 if spent is not None:
                     spent.setdefault(step.code.kernel.name, []).append(time.perf_counter() - t0)
         finally:
@@ -357,18 +341,7 @@ class Program:
             self.record_first_call(fresh, time.perf_counter() - clock)
         if first:
             steady.make(self, plan)
-            if later:
-                self.build_threaded(plan, later)
         return list(space.last)
-
-    def build_threaded(self, plan, later: dict) -> None:
-        """Compile, in the background, the threaded builds a plan's first call went without
-        (``later``: row -> argument types); see ``background.build_threaded``."""
-        self.building.append(background.build_threaded(self, plan, later))
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the threaded builds compiling in the background; whether none is left."""
-        return background.wait(self.building, timeout)
 
     def steady_source(self, plan) -> str:
         """The Python of a plan's calls after its first (see ``steady.source``)."""

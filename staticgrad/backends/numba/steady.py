@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from . import blas
+from . import blas, pool
 
 
 def source(program, plan) -> str:
@@ -65,7 +65,11 @@ def source(program, plan) -> str:
             lines.append(f"        {pad}check_index({name(slot)}, {size}, "
                          f"BOUNDS[{r}][{j}][2])")
         call = [name(k) for k in step.args] + [str(i) for i in ints]
-        lines.append(f"        {pad}K{r}({', '.join(call)})")
+        if r in plan.spread:   # its chunks on threads: without the last four (nc, c0, ...)
+            lines.append(f"        {pad}spread(K{r}, ({', '.join(call[:-4])},), {ints[-4]}, "
+                         f"{plan.spread[r]})")
+        else:
+            lines.append(f"        {pad}K{r}({', '.join(call)})")
     if plan.blas:
         lines += ["        finally:", "            if before is not None:",
                   "                set_threads(before)"]
@@ -82,7 +86,8 @@ def make(program, plan) -> None:
     namespace = {"pool": plan.pool, "new_space": program.workspace, "plan": plan,
                  "getrefcount": sys.getrefcount, "empty": np.empty, "array": np.array,
                  "OUT": plan.outputs, "BOUNDS": [b for _, _, _, b in plan.rows],
-                 "check_index": check_index, "set_threads": blas.set_threads}
+                 "check_index": check_index, "set_threads": blas.set_threads,
+                 "spread": pool.spread}
     namespace.update({f"P{j}": p for j, p in enumerate(program.params)})
     namespace.update({f"L{j}": node for j, (kind, node, _) in enumerate(program.pick)
                       if kind == "leaf"})

@@ -69,7 +69,7 @@ def test_cache_dir_is_configurable(tmp_path, monkeypatch):
     assert cache.cache_dir() == str(tmp_path)
     x = sg.placeholder((3,), name="x")
     f = sg.function([x], sg.exp(x) * 7.25 + 0.125)   # a graph no other test builds
-    kernel = f.program.steps[0].serial
+    kernel = f.program.steps[0].kernel
     assert Path(kernel.py_func.__code__.co_filename).parent.parent == tmp_path
 
 
