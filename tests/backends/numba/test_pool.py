@@ -66,3 +66,14 @@ def test_calls_from_several_threads_share_the_workers():
     for t in threads:
         t.join()
     assert results == [[(0, 0, 1), (0, 1, 2), (1, 0, 0)]] * 6
+
+
+def test_workers_keep_no_reference_to_a_finished_calls_arrays():
+    # the steady code reuses an output the caller dropped, which it tells by reference count
+    import sys
+
+    import numpy as np
+    out = np.zeros(4)
+    before = sys.getrefcount(out)
+    pool.spread(lambda a, nc, c0, c1, stage: None, (out,), 2, (True,))
+    assert sys.getrefcount(out) == before
