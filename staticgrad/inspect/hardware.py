@@ -31,10 +31,10 @@ def numba_triad():
 
     @numba.njit(nogil=True)
     def chunks(a, b, c, s, nc, c0, c1, stage):
-        n = a.size
-        for k in range(c0, c1):
-            for i in range(k * n // nc, (k + 1) * n // nc):
-                a[i] = b[i] + s * c[i]
+        # unsigned bounds, as the kernels have: with signed ones Numba's negative-index
+        # select stops LLVM from loading consecutive vectors
+        for i in range(np.uint64(c0 * a.size // nc), np.uint64(c1 * a.size // nc)):
+            a[i] = b[i] + s * c[i]
 
     def triad(a, b, c, s):
         pool.spread(chunks, (a, b, c, s), pool.size(), (False,))
