@@ -88,22 +88,24 @@ def spread(kernel, args: tuple, nc: int, stages: tuple) -> None:
     """
     queues = workers().queues if nc > 1 else []
     for p, stores in enumerate(stages):
-        if not queues:   # one thread: every chunk here
-            kernel(*args, nc, 0, nc, 2 * p)
-            if stores:
-                kernel(*args, nc, 0, 0, 2 * p + 1)
-            continue
-        done: queue.SimpleQueue = queue.SimpleQueue()
-        for c in range(1, nc):
-            queues[(c - 1) % len(queues)].put((kernel, (*args, nc, c, c + 1, 2 * p), done))
-        errors = []
-        try:
-            kernel(*args, nc, 0, 1, 2 * p)
-        finally:
-            for _ in range(1, nc):
-                errors.append(done.get())
-        for err in errors:
-            if err is not None:
-                raise err
+        chunks(kernel, args, nc, 2 * p, queues)
         if stores:
             kernel(*args, nc, 0, 0, 2 * p + 1)
+
+
+def chunks(kernel, args: tuple, nc: int, stage: int, queues: list) -> None:
+    """One stage's chunks: chunk 0 here, the others on the workers' ``queues`` (all here
+    when there are none); returns once every one has ended."""
+    if not queues:
+        kernel(*args, nc, 0, nc, stage)
+        return
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    for c in range(1, nc):
+        queues[(c - 1) % len(queues)].put((kernel, (*args, nc, c, c + 1, stage), done))
+    try:
+        kernel(*args, nc, 0, 1, stage)
+    finally:
+        errors = [done.get() for _ in range(1, nc)]
+    for err in errors:
+        if err is not None:
+            raise err

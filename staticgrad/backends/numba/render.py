@@ -35,6 +35,16 @@ JIT_FLAGS = f"fastmath={FASTMATH}, error_model='numpy', nogil=True, cache=True"
 # seven, compiled in 2.4 s instead of 3.7 s
 HELPER_FLAGS = f"inline='always', {JIT_FLAGS}"
 CHUNKS = ["nc", "c0", "c1", "stage"]   # a chunked kernel's last arguments (loops.py)
+
+
+def all_chunks(nc) -> list:
+    """The values of ``CHUNKS`` that run every one of ``nc`` chunks, in order, on the
+    calling thread (``pool.spread`` gives each thread its own instead).
+
+    >>> all_chunks(2)
+    [2, 0, 2, -1]
+    """
+    return [nc, 0, nc, -1]
 FORMAT = 14              # bump when the generated code changes meaning
 
 HEADER = '''"""staticgrad kernel {digest} (format {format}) — generated, do not edit."""
@@ -195,7 +205,7 @@ class KernelNames:
                               f"np.{dtype.name})")
             args = [where[id(n)] for n in code.arrays] + scratch + \
                 [f"np.int64({key[1]})" for key in code.sizes] + \
-                (["1", "0", "1", "-1"] if code.chunked else [])   # all of one chunk, here
+                ([str(v) for v in all_chunks(1)] if code.chunked else [])
             step.append(f"{name}({', '.join(args)})")
         for out, target in copies:
             if out.leaf == "constant" and out.value.size > 1 and id(out) not in where:
@@ -246,9 +256,9 @@ def threadable(kernel: Kernel) -> bool:
 def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
     """The function for one kernel: a loop nest, or an opaque op's own code."""
     names = KernelNames()
-    chunked, stages = threadable(kernel), ()
+    chunked, stages = False, ()
     if kernel.kind == "loop":
-        writer = KernelWriter(kernel, names, roots, local, chunked)
+        writer = KernelWriter(kernel, names, roots, local, threadable(kernel))
         body, chunked = writer.lines(), writer.chunked
         stages = writer.stages() if chunked else ()
     else:
@@ -335,7 +345,7 @@ def listing(codes: list, labels, placeholders: list, targets: list, header: str,
             shape = tuple_text(["nc", *map(show_size, dims)])
             lines.append(f"{name} = np.empty({shape}, np.{dtype.name})  # per-chunk partials")
         args = [arg(n) for n in code.arrays] + scratch + [size_arg(key) for key in code.sizes] + \
-            (["nc", "0", "nc", "-1"] if code.chunked else [])
+            ([str(v) for v in all_chunks("nc")] if code.chunked else [])
         lines.append(f"k_{code.digest}({', '.join(args)})")
         lines += views_of({id(n) for n in k.writes})
     params = [arg(p) for p in placeholders]

@@ -26,7 +26,7 @@ from ...schedule import is_view, schedule
 from ...tensor import Tensor
 from . import blas, pool, steady, workers
 from .cache import load
-from .render import FORMAT, PARALLEL_MIN, checks, listing, render_kernel
+from .render import CHUNKS, FORMAT, PARALLEL_MIN, all_chunks, checks, listing, render_kernel
 
 ALIGN = 16   # arena offsets are multiples of 16 elements, so every view is 64-byte aligned
 
@@ -161,7 +161,7 @@ class Program:
                     if threads > 1 and \
                             sh.evaluate(sh.size(code.kernel.space), env) >= PARALLEL_MIN:
                         nc, plan.spread[r] = threads, code.stages
-                    ints += [nc, 0, nc, -1]   # every chunk on the calling thread
+                    ints += all_chunks(nc)   # pool.spread replaces them on threads
                 plan.partials += [((nc, *(int(sh.evaluate(d, env)) for d in dims)), dtype)
                                   for _, dtype, dims in code.scratch]
                 bounds = [(slot, int(sh.evaluate(size, env)), message)
@@ -219,7 +219,7 @@ class Program:
         """How many threads each kernel runs on for ``plan``: a loop's chunk count (1 below
         ``PARALLEL_MIN``), a matrix product's BLAS threads, 1 for any other kernel."""
         products = self.blas_wanted(plan.env)
-        return [ints[-4] if step.code.chunked else products.get(r, 1)
+        return [ints[-len(CHUNKS)] if step.code.chunked else products.get(r, 1)
                 for r, (step, (_, _, ints, _)) in enumerate(zip(self.steps, plan.rows))]
 
     def workspace(self, plan) -> Workspace:
@@ -327,7 +327,8 @@ class Program:
                 if bounds:
                     check_bounds(slots, bounds)
                 if r in plan.spread:
-                    pool.spread(fn, (*args(slots), *ints[:-4]), ints[-4], plan.spread[r])
+                    own = len(CHUNKS)
+                    pool.spread(fn, (*args(slots), *ints[:-own]), ints[-own], plan.spread[r])
                 else:
                     fn(*args(slots), *ints)
                 if spent is not None:

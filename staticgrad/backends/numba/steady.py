@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from . import blas, pool
+from .render import CHUNKS
 
 
 def source(program, plan) -> str:
@@ -65,9 +66,10 @@ def source(program, plan) -> str:
             lines.append(f"        {pad}check_index({name(slot)}, {size}, "
                          f"BOUNDS[{r}][{j}][2])")
         call = [name(k) for k in step.args] + [str(i) for i in ints]
-        if r in plan.spread:   # its chunks on threads: without the last four (nc, c0, ...)
-            lines.append(f"        {pad}spread(K{r}, ({', '.join(call[:-4])},), {ints[-4]}, "
-                         f"{plan.spread[r]})")
+        if r in plan.spread:   # its chunks on threads: without the CHUNKS arguments
+            own = len(CHUNKS)
+            lines.append(f"        {pad}spread(K{r}, ({', '.join(call[:-own])},), "
+                         f"{ints[-own]}, {plan.spread[r]})")
         else:
             lines.append(f"        {pad}K{r}({', '.join(call)})")
     if plan.blas:
@@ -80,6 +82,7 @@ def source(program, plan) -> str:
     lines += [f"        return [{', '.join(results)}]", "    finally:",
               "        pool.append(space)"]
     return "\n".join(lines) + "\n"
+
 
 def make(program, plan) -> None:
     """Compile ``source`` for a plan whose kernels have all run once: ``plan.steady``."""
