@@ -280,6 +280,12 @@ class Program:
 
     def call(self, arrays: Sequence[np.ndarray], plan, space: Workspace, spent) -> list:
         """Run every kernel with ``space``'s memory; returns the output arrays."""
+        self.fill(arrays, plan, space)
+        return self.run_rows(plan, space, spent)
+
+    def fill(self, arrays: Sequence[np.ndarray], plan, space: Workspace) -> None:
+        """Put a call's arrays in ``space``'s slots: arguments, parameters, output buffers
+        (fresh, or the last call's if nobody holds them) and views of those."""
         outs = space.last
         for k, (shape, dtype) in enumerate(plan.outputs):
             # The workspace's last array is reused if the caller dropped it (and every view of
@@ -295,7 +301,6 @@ class Program:
         for k, (base, start, stop, shape) in enumerate(plan.call_views, self.per_call -
                                                        len(plan.call_views)):
             slots[k] = slots[base].reshape(-1)[start:stop].reshape(shape)
-        return self.run_rows(plan, space, spent)
 
     def run_rows(self, plan, space: Workspace, spent) -> list:
         """The kernels in order on ``space``'s slots, each under the BLAS thread count it
@@ -304,19 +309,10 @@ class Program:
         take the plan's steady code instead (``steady.make``)."""
         slots = space.slots
         first = not plan.called
-        fresh = self.fresh_kernels(plan)
         clock = time.perf_counter()
-        if fresh:
-            # the new kernels, each with the argument types this call gives it
-            jobs, seen = [], set()
-            for row in plan.rows:
-                fn = row[0]
-                if id(fn) in fresh and id(fn) not in seen:
-                    seen.add(id(fn))
-                    jobs.append((fn, arg_types(row, slots)))
-            self.stats["workers"] = workers.compile_all(jobs)
-            for fn, types in jobs:   # before threads call them: compiled once, here
-                fn.compile(types)
+        if first:
+            plan.called = True
+            fresh = self.compile_new(plan, slots)
         before = None
         try:
             for r, (step, (fn, args, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):
@@ -338,9 +334,8 @@ class Program:
             slots[:self.per_call] = self.nothing
             if before is not None:
                 blas.set_threads(before)
-        if fresh:
-            self.record_first_call(fresh, time.perf_counter() - clock)
         if first:
+            self.record(fresh, "first call", time.perf_counter() - clock)
             steady.make(self, plan)
         return list(space.last)
 
@@ -348,25 +343,52 @@ class Program:
         """The Python of a plan's calls after its first (see ``steady.source``)."""
         return steady.source(self, plan)
 
-    def fresh_kernels(self, plan) -> dict:
-        """On a plan's first call: the kernels not yet compiled or loaded in this process,
-        with their cache-miss counts (Numba compiles or loads each on its first call)."""
-        if plan.called:
-            return {}
-        plan.called = True
-        fns = {id(fn): fn for fn, _, _, _ in plan.rows if not fn.signatures}
-        return {k: (fn, sum(fn.stats.cache_misses.values())) for k, fn in fns.items()}
+    def compile_new(self, plan, slots: list) -> dict:
+        """Have Numba compile (or load from the disk cache) each kernel of ``plan`` that has
+        none yet in this process, for the argument types ``slots`` give it: before any thread
+        calls one, and on worker processes when there are many. Returns them with their
+        cache-miss counts before (``record`` tells compiled from loaded by them)."""
+        fresh = {id(fn): (fn, sum(fn.stats.cache_misses.values()))
+                 for fn, _, _, _ in plan.rows if not fn.signatures}
+        jobs, seen = [], set()
+        for row in plan.rows:
+            fn = row[0]
+            if id(fn) in fresh and id(fn) not in seen:
+                seen.add(id(fn))
+                jobs.append((fn, arg_types(row, slots)))
+        if jobs:
+            self.stats["workers"] = workers.compile_all(jobs)
+        for fn, types in jobs:
+            fn.compile(types)
+        return fresh
 
-    def record_first_call(self, fresh: dict, seconds: float) -> None:
+    def precompile(self, plan, arrays: Sequence[np.ndarray]) -> None:
+        """What a plan's first call compiles, without running anything: ``arrays`` only give
+        the argument types (stand-ins of the right shapes will do). Tiered functions call it
+        from their background thread; the plan's first call then only loads nothing new."""
+        if not plan.prepared:
+            self.prepare(plan)
+        space = self.workspace(plan)
+        self.fill(arrays, plan, space)
+        clock = time.perf_counter()
+        try:
+            self.record(self.compile_new(plan, space.slots), "compile",
+                        time.perf_counter() - clock)
+        finally:
+            space.slots[:self.per_call] = self.nothing
+        plan.pool.append(space)   # its buffers serve the calls
+
+    def record(self, fresh: dict, stage: str, seconds: float) -> None:
         """``stats``: how many distinct kernels were compiled and how many loaded from the
-        disk cache, and how long that first call took."""
+        disk cache, and the seconds of ``stage`` (the first call, or a tiered compile)."""
         compiled = sum(1 for fn, misses in fresh.values()
                        if sum(fn.stats.cache_misses.values()) > misses)
         stats = self.stats
-        stats["compiled"] = stats.get("compiled", 0) + compiled
-        stats["loaded"] = stats.get("loaded", 0) + len(fresh) - compiled
-        stats["cache"] = "miss" if stats["compiled"] else "hit"
-        stats["seconds"]["first call"] = stats["seconds"].get("first call", 0.0) + seconds
+        if fresh:
+            stats["compiled"] = stats.get("compiled", 0) + compiled
+            stats["loaded"] = stats.get("loaded", 0) + len(fresh) - compiled
+            stats["cache"] = "miss" if stats["compiled"] else "hit"
+        stats["seconds"][stage] = stats["seconds"].get(stage, 0.0) + seconds
 
     def time_kernels(self, arrays: Sequence[np.ndarray], plan, repeat: int) -> dict:
         """Median seconds of each kernel over ``repeat`` calls, by kernel name: the same
