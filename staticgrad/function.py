@@ -7,6 +7,7 @@ runs, and only then writes parameter updates, so a call that fails changes nothi
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -63,7 +64,7 @@ class Function:
 
     @gc_paused
     def __init__(self, inputs, outputs, updates=None, backend: str = "numba",
-                 check_finite: bool = False):
+                 check_finite: bool = False, tiered: bool | None = None):
         inputs = check_inputs(inputs)
         single = not isinstance(outputs, (list, tuple))
         outputs = [as_tensor(o) for o in ([outputs] if single else outputs)]
@@ -75,17 +76,25 @@ class Function:
         with timed(seconds, "rewrite"):
             simplified, stats = rewrite.simplify(targets)
         stats["seconds"] = seconds
+        if tiered is None:   # STATICGRAD_TIERED=1 makes every numba function tiered
+            tiered = backend == "numba" and os.environ.get("STATICGRAD_TIERED") == "1"
+        if tiered and backend != "numba":
+            raise ValueError(f"function: tiered=True starts a numba function on the NumPy "
+                             f"reference; backend={backend!r} has no compiled tier")
         self.assemble(inputs, outputs, updates, backend, check_finite, single,
-                      Graph(simplified), stats)
+                      Graph(simplified), stats, tiered)
 
     def assemble(self, inputs: list, outputs: list, updates: list, backend: str,
-                 check_finite: bool, single: bool, graph: Graph, stats: dict) -> None:
+                 check_finite: bool, single: bool, graph: Graph, stats: dict,
+                 tiered: bool = False) -> None:
         """Compile a rewritten ``graph`` (its outputs: ``outputs``' then the update values')
         with ``backend``: what ``__init__`` does after the rewrites, and what
         ``sg.load`` does with a saved graph."""
-        module = backends.get(backend)   # an unknown backend fails before any work
+        # an unknown backend fails before any work
+        module = backends.get(backend, tiered)
         self.inputs, self.outputs, self.updates = inputs, outputs, updates
         self.single, self.backend, self.check_finite = single, backend, bool(check_finite)
+        self.tiered = bool(tiered)
         # what the user built (before rewrites): anomaly reports replay and name these
         self.targets: list = outputs + [value for _, value in updates]
         self.graph = graph
@@ -114,6 +123,22 @@ class Function:
         ['w']
         """
         return list(self._parameters)
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Whether every call from now on runs compiled: for a tiered function, wait up to
+        ``timeout`` seconds (``None``: as long as it takes) for its compiled program and the
+        kernels of every shape it was called with. A failed compile raises here (the calls
+        carry on with the NumPy reference). Other functions are always compiled: ``True``.
+
+        >>> import numpy as np, staticgrad as sg
+        >>> x = sg.placeholder((None,), name="x")
+        >>> f = sg.function([x], sg.sum(x * x), tiered=True)
+        >>> float(f(np.array([1.0, 2.0])))      # the NumPy reference, or the kernels if ready
+        5.0
+        >>> f.wait_compiled()
+        True
+        """
+        return self.program.wait(timeout) if self.tiered else True
 
     @property
     def kernels(self) -> list:
@@ -248,11 +273,12 @@ class Function:
     def __repr__(self) -> str:
         names = ", ".join(p.name or "?" for p in self.inputs)
         return (f"<staticgrad.Function ({names}) -> {len(self.outputs)} output(s), "
-                f"{len(self.updates)} update(s), backend={self.backend!r}>")
+                f"{len(self.updates)} update(s), backend={self.backend!r}"
+                f"{', tiered' if self.tiered else ''}>")
 
 
 def function(inputs, outputs, updates=None, backend: str = "numba",
-             check_finite: bool = False) -> Function:
+             check_finite: bool = False, tiered: bool | None = None) -> Function:
     """Compile ``outputs`` (a tensor, or a list) of the placeholders ``inputs`` into a callable.
 
     ``updates=[(parameter, new_value), ...]`` writes new parameter values after each call, all
@@ -261,6 +287,12 @@ def function(inputs, outputs, updates=None, backend: str = "numba",
     results hold NaN or inf raises ``AnomalyError`` naming the node that made it, and updates
     nothing (``with sg.detect_anomaly():`` turns it on for every function).
 
+    ``tiered=True`` (or ``STATICGRAD_TIERED=1`` for every numba function) returns at once and
+    answers calls with the NumPy reference while the kernels compile, or load from the disk
+    cache, on a background thread; each shape switches to them when they are ready (results
+    agree to rounding). ``wait_compiled()`` waits for that; ``stats["reference calls"]``
+    counts the calls the reference answered.
+
     >>> import numpy as np, staticgrad as sg
     >>> x = sg.placeholder((), name="x")
     >>> w = sg.parameter(1.0, name="w")
@@ -268,7 +300,7 @@ def function(inputs, outputs, updates=None, backend: str = "numba",
     >>> float(step(3.0)), float(w.value)
     (4.0, 2.0)
     """
-    return Function(inputs, outputs, updates, backend, check_finite)
+    return Function(inputs, outputs, updates, backend, check_finite, tiered)
 
 
 def fast_call(f: Function, checked: bool):

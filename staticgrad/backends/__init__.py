@@ -10,6 +10,8 @@ about a backend is assumed.
 
 - ``reference``: the NumPy interpreter, node by node; the oracle for every other backend.
 - ``numba``: schedule -> render -> cache -> runtime, fused loops compiled by Numba.
+- ``tiered``: ``numba`` built on a background thread, ``reference`` answering meanwhile
+  (``sg.function(..., tiered=True)``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ NAMES = ("numba", "numpy")
 MODULES = {"numba": ".numba", "numpy": ".reference"}
 
 
-def get(name: str):
-    """The backend module called ``name``.
+def get(name: str, tiered: bool = False):
+    """The backend module called ``name``; ``tiered``: the module that answers from the
+    reference while ``name``'s program compiles in the background (``tiered.py``).
 
     >>> get("numpy").__name__
     'staticgrad.backends.reference'
     """
     if name not in MODULES:
         raise ValueError(f"unknown backend {name!r}: use one of {', '.join(map(repr, NAMES))}")
-    return importlib.import_module(MODULES[name], __name__)
+    return importlib.import_module(".tiered" if tiered else MODULES[name], __name__)

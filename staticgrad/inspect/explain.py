@@ -91,7 +91,9 @@ class Report:
 
 def explain(function, args: tuple, repeat: int = 20) -> Report:
     """Time ``function(*args)`` and each of its kernels; see ``Function.explain``."""
-    function(*args)                             # compile, plan and warm up
+    function(*args)                 # plan, compile (a tiered function's in the background)
+    function.wait_compiled()
+    function(*args)                 # warm up
     arrays, plan = function.prepare_call(args)
     samples = []
     for _ in range(repeat):
