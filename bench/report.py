@@ -36,9 +36,18 @@ def cell(text: str, limit: int = 160) -> str:
 def startup_text(startup: dict | None) -> str:
     if not startup:
         return ""
-    parts = [f"{kind} " + (f"failed ({startup[kind]['error']})" if "error" in startup[kind]
-                           else fmt_time(startup[kind]["load_s"])) for kind in ("cold", "warm")]
-    return "; fresh process: " + ", ".join(parts)
+    def shown(kind: str) -> str:
+        got = startup[kind]
+        if "error" in got:
+            return f"{kind} failed ({got['error']})"
+        compiled = f" (compiled {fmt_time(got['compiled_s'])})" if "compiled_s" in got else ""
+        return f"{kind.split()[-1]} {fmt_time(got['load_s'])}{compiled}"
+
+    text = "; fresh process: " + ", ".join(shown(k) for k in ("cold", "warm"))
+    if "tiered cold" in startup:
+        text += "; tiered, first result: " + ", ".join(shown(k) for k in ("tiered cold",
+                                                                          "tiered warm"))
+    return text
 
 
 def row_cells(row: dict) -> list[str]:
@@ -89,7 +98,9 @@ def markdown(result: dict, level: int = 2) -> str:
              "Median of many samples after warm-up, min – max across samples; × NumPy and "
              "× floor are ratios of medians measured in this run. staticgrad's cold/warm "
              "figures are graph build + first call in a fresh process with an empty / filled "
-             "disk cache.", ""]
+             "disk cache; tiered (`tiered=True`): build + first result, which the NumPy "
+             "reference gives while the kernels compile in the background, and in brackets "
+             "build + first compiled result.", ""]
     for w in result["workloads"]:
         lines += [workload_markdown(w, level + 1), ""]
     if result.get("chart_note"):
