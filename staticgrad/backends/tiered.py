@@ -123,17 +123,15 @@ class Program:
         if self.error is None:
             self.error = err
             warnings.warn(f"staticgrad: a tiered function's compile failed ({err!r}); its "
-                          f"calls stay on the NumPy reference", RuntimeWarning, stacklevel=2)
+                          f"calls stay on the NumPy reference", RuntimeWarning, stacklevel=1)
 
     def run(self, arrays: Sequence[np.ndarray], plan) -> list:
         if id(plan) in self.ready:
             return self.compiled.run(arrays, plan)
-        if id(plan) not in self.asked and self.error is None:
-            with self.lock:
-                if id(plan) not in self.asked:
-                    self.asked[id(plan)] = BACKGROUND.submit(lambda: self.precompile(plan))
         with self.lock:
             self.stats["reference calls"] += 1
+            if id(plan) not in self.asked and self.error is None:
+                self.asked[id(plan)] = BACKGROUND.submit(lambda: self.precompile(plan))
         return self.reference.run(arrays, plan)
 
     def wait(self, timeout: float | None = None) -> bool:
