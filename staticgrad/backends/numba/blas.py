@@ -22,7 +22,8 @@ import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import cgutils, sigutils, types
+from numba.core.caching import FunctionCache
 from numba.extending import intrinsic, overload
 
 SMALL_GEMM_FLOPS = 4e6  # below this, one thread wins on a 2-core machine
@@ -69,6 +70,34 @@ def _register() -> str:
 PROVIDER = _register()
 
 
+class _OwnCodeCache(FunctionCache):
+    """Numba's disk cache of a function, handing over only machine code compiled for the
+    signature asked for. Each signature's code is a data file the index names; a process
+    saving a new one takes the first number the index it read leaves free, so two processes
+    saving different signatures at once (test workers, a float32 and a float64 job) can
+    leave one signature's key naming the other's file. Numba would then run that code on
+    arrays it was not compiled for: wrong numbers for another layout, no error (seen:
+    ``gemm`` of two Fortran-order float64 arrays loaded float32 code). Rejected, the
+    signature is compiled and saved again."""
+
+    def load_overload(self, sig, target_context):
+        found = super().load_overload(sig, target_context)
+        args, _ = sigutils.normalize_signature(sig)
+        if found is not None and tuple(found.signature.args) != tuple(args):
+            return None
+        return found
+
+
+def cached(**flags):
+    """``numba.njit(cache=True, **flags)`` with ``_OwnCodeCache`` as its disk cache: the
+    functions here are compiled for several signatures, by any process using the package."""
+    def wrap(py_func):
+        dispatcher = numba.njit(cache=True, **flags)(py_func)
+        dispatcher._cache = _OwnCodeCache(py_func)
+        return dispatcher
+    return wrap
+
+
 @intrinsic
 def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     """``c = op(a) @ op(b)`` by row-major CBLAS ``?gemm`` (alpha 1, beta 0)."""
@@ -93,7 +122,7 @@ def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     return types.void(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc), codegen
 
 
-@numba.njit(cache=True)
+@cached()
 def _layout(x):
     """``(CBLAS transpose flag, leading dimension)`` of a 2-D array, or ``(0, 0)`` when it is
     neither row- nor column-major."""
@@ -106,7 +135,7 @@ def _layout(x):
     return 0, 0
 
 
-@numba.njit(cache=True)
+@cached()
 def loop_gemm(a, b, out):
     """``out = a @ b`` as plain loops, for layouts BLAS cannot take (neither axis of unit
     stride). Numba's ``np.dot`` would do it too, but its code (copies, checks, SciPy's BLAS)
@@ -160,12 +189,12 @@ def _gemm_by_layout_typed(a, b, out):
 
 
 if PROVIDER.startswith("numpy"):
-    @numba.njit(cache=True)
+    @cached()
     def gemm(a, b, out):
         """``out = a @ b`` for 2-D float arrays (``a`` or ``b`` may be a transposed view)."""
         _gemm_by_layout(a, b, out)
 else:
-    @numba.njit(cache=True)
+    @cached()
     def gemm(a, b, out):
         """``out = a @ b`` for 2-D float arrays (``a`` or ``b`` may be a transposed view)."""
         np.dot(a, b, out)

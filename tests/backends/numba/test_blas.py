@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from staticgrad.backends.numba import blas
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -37,6 +45,40 @@ def test_gemm_of_an_empty_inner_axis_is_zeros():
     out = np.full((4, 3), np.nan)
     blas.gemm(np.ones((4, 0)), np.ones((0, 3)), out)
     assert (out == 0).all()
+
+
+SWAPPED = """
+    import glob, os, pickle, sys
+    import numpy as np
+    from staticgrad.backends.numba import blas
+    a, b = np.arange(12.0).reshape(3, 4), np.arange(8.0).reshape(4, 2)
+    outs = [np.empty((3, 2)), np.empty((3, 2))]
+    blas.gemm(a, b, outs[0])                             # two signatures: C and Fortran a
+    blas.gemm(np.asfortranarray(a), b, outs[1])
+    print(all(np.array_equal(out, a @ b) for out in outs))
+    if sys.argv[1] == "swap":
+        # what two processes saving a signature each at once can leave: each signature's key
+        # naming the data file of the other's machine code
+        (index,) = glob.glob(os.path.join(os.environ["NUMBA_CACHE_DIR"], "**",
+                                          "blas.gemm-*.nbi"), recursive=True)
+        with open(index, "rb") as f:
+            version = pickle.load(f)
+            stamp, overloads = pickle.loads(f.read())
+        first, second = overloads
+        overloads[first], overloads[second] = overloads[second], overloads[first]
+        with open(index, "wb") as f:
+            pickle.dump(version, f, protocol=-1)
+            f.write(pickle.dumps((stamp, overloads), protocol=-1))
+"""
+
+
+def test_cached_code_of_another_signature_is_not_run(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    runs = [subprocess.run([sys.executable, "-c", textwrap.dedent(SWAPPED), how], env=env,
+                           capture_output=True, text=True, timeout=300)
+            for how in ("swap", "check", "check")]
+    assert [r.stdout.strip() for r in runs] == ["True"] * 3, [r.stderr[-2000:] for r in runs]
 
 
 def test_layout_names_row_and_column_major_and_nothing_else():
