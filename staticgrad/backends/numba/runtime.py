@@ -304,16 +304,11 @@ class Program:
         take the plan's steady code instead (``steady.make``)."""
         slots = space.slots
         first = not plan.called
-        fresh = self.fresh_kernels(plan)
+        fresh = self.fresh_kernels(plan, slots)
         clock = time.perf_counter()
         if fresh:
             # the new kernels, each with the argument types this call gives it
-            jobs, seen = [], set()
-            for row in plan.rows:
-                fn = row[0]
-                if id(fn) in fresh and id(fn) not in seen:
-                    seen.add(id(fn))
-                    jobs.append((fn, arg_types(row, slots)))
+            jobs = [(fn, types) for fn, types, _ in fresh.values()]
             self.stats["workers"] = workers.compile_all(jobs)
             for fn, types in jobs:   # before threads call them: compiled once, here
                 fn.compile(types)
@@ -348,23 +343,31 @@ class Program:
         """The Python of a plan's calls after its first (see ``steady.source``)."""
         return steady.source(self, plan)
 
-    def fresh_kernels(self, plan) -> dict:
-        """On a plan's first call: the kernels not yet compiled or loaded in this process,
-        with their cache-miss counts (Numba compiles or loads each on its first call)."""
+    def fresh_kernels(self, plan, slots: list) -> dict:
+        """On a plan's first call: ``(function, argument types, cache misses)`` for each
+        function not yet compiled or loaded in this process for the types this call gives it
+        (Numba compiles or loads each on its first call), by ``(id, types)``. Notes each
+        row's argument types in ``plan.types``: a function may have several compiled
+        overloads, and the steady path calls the entry point of the row's own."""
         if plan.called:
             return {}
         plan.called = True
-        fns = {id(fn): fn for fn, _, _, _ in plan.rows if not fn.signatures}
-        return {k: (fn, sum(fn.stats.cache_misses.values())) for k, fn in fns.items()}
+        plan.types = [arg_types(row, slots) for row in plan.rows]
+        fresh = {}
+        for (fn, _, _, _), types in zip(plan.rows, plan.types):
+            if types not in fn.overloads:
+                fresh.setdefault((id(fn), types), (fn, types, fn.stats.cache_misses[types]))
+        return fresh
 
     def record_first_call(self, fresh: dict, seconds: float) -> None:
         """``stats``: how many distinct kernels were compiled and how many loaded from the
         disk cache, and how long that first call took."""
-        compiled = sum(1 for fn, misses in fresh.values()
-                       if sum(fn.stats.cache_misses.values()) > misses)
         stats = self.stats
-        stats["compiled"] = stats.get("compiled", 0) + compiled
-        stats["loaded"] = stats.get("loaded", 0) + len(fresh) - compiled
+        kernels = {id(fn) for fn, _, _ in fresh.values()}
+        compiled = {id(fn) for fn, types, misses in fresh.values()
+                    if fn.stats.cache_misses[types] > misses}
+        stats["compiled"] = stats.get("compiled", 0) + len(compiled)
+        stats["loaded"] = stats.get("loaded", 0) + len(kernels - compiled)
         stats["cache"] = "miss" if stats["compiled"] else "hit"
         stats["seconds"]["first call"] = stats["seconds"].get("first call", 0.0) + seconds
 

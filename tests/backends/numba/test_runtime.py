@@ -52,6 +52,23 @@ def test_steady_path_uses_entry_points_not_dispatchers():
     assert all(type(k).__name__ == "builtin_function_or_method" for k in kernels)
 
 
+def test_a_kernel_compiled_for_two_dtypes_is_called_by_each_plans_entry_point():
+    # x * y is one text for float32 and float64: one dispatcher with two overloads, each
+    # plan's steady code calls its own (the dispatcher would cost its type dispatch)
+    functions = []
+    for dtype in (np.float32, np.float64):
+        x, y = sg.placeholder((None,), dtype, name="x"), sg.placeholder((None,), dtype, name="y")
+        functions.append(sg.function([x, y], x * y))
+    assert functions[0].program.steps[0].kernel is functions[1].program.steps[0].kernel
+    for f, dtype in zip(functions, (np.float32, np.float64)):
+        a = np.arange(4, dtype=dtype)
+        for _ in range(3):
+            np.testing.assert_array_equal(f(a, a), a * a)
+        (plan,) = f._plans.values()
+        assert plan.steady.__globals__["K0"] is \
+            f.program.steps[0].kernel.overloads[plan.types[0]].entry_point
+
+
 def test_views_of_arguments_parameters_outputs_and_temporaries():
     # x[t] of a time-major argument, rows of a parameter, a slice of an output and of a
     # temporary, each a BLAS operand (so stored): views made per call or per workspace
