@@ -379,8 +379,10 @@ class Program:
         entry point of the row's own."""
         if plan.called:
             return {}
-        plan.called = True
+        # before ``called``: a call that finds it set may make the steady code, which
+        # reads them
         plan.types = [arg_types(row, slots) for row in plan.rows]
+        plan.called = True
         fresh = {}
         for (fn, _, _, _), types in zip(plan.rows, plan.types):
             if types not in fn.overloads:
