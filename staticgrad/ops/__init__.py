@@ -3,10 +3,11 @@
 An ``OpDef`` carries the shape and dtype rule (run when a node is built), the NumPy reference
 (the oracle, and constant folding), the symbolic VJP, and everything the scheduler and the loop
 renderer need: a scalar template (elementwise), an accumulator (reductions), an index map
-(movement), or an emitter and a cost (opaque ops such as matmul). ``schedule.py`` and
-``backends/numba`` read these fields and never test an op's name, so adding an op of any kind
-touches one module here and its test. The family helpers below register a record and return
-the user-facing function; ``composite.py`` builds the rest (softmax, mean, clip, ...).
+(movement), or an emitter, a cost and maybe a library call (opaque ops such as matmul).
+``schedule.py`` and ``backends/numba`` read these fields and never test an op's name, so
+adding an op of any kind touches one module here and its test. The family helpers below
+register a record and return the user-facing function; ``composite.py`` builds the rest
+(softmax, mean, clip, ...).
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ class OpDef:
     checks: Callable | None = None     # (node) -> [(index tensor, axis size)] bounds-checked
     # OPAQUE: (node, code) -> lines of generated code (``code`` names arrays and sizes)
     emit: Callable | None = None
+    # OPAQUE: (node) -> ``(name, arrays, flags)`` or None: the node is computed by calling
+    # ``blas.<name>(*arrays, *flag values)`` (``arrays``: stored nodes, the result among them;
+    # ``flags``: ``(name, int)`` pairs), not by a kernel of its own that every graph compiles.
+    # ``emit`` still writes its code inside a loop's body (``sg.scan``) and wherever this
+    # gives None
+    call: Callable | None = None
     # (node, count) -> {"flops": n, "gemm": n, "largest": n}; count(dims) -> elements. ``gemm``
     # is all the matrix-product work, ``largest`` the largest single product (BLAS threads are
     # chosen by it: a scan's T small products are each too small for two threads)

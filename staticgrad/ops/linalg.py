@@ -1,5 +1,6 @@
-"""Matrix products: the ``matmul`` primitive (a BLAS call in generated code) and NumPy's
-``matmul``/``dot`` semantics (1-D operands, batch broadcasting) built around it.
+"""Matrix products: the ``matmul`` primitive (a call of ``blas.matmul``, or BLAS in generated
+code) and NumPy's ``matmul``/``dot`` semantics (1-D operands, batch broadcasting) built
+around it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import shapes as sh
 from ..tensor import Tensor, build_error
-from . import Kind, apply, buffer_of, cast, defop, operand, promote
+from . import Kind, apply, buffer_of, cast, defop, is_view, operand, promote
 from .elementwise import multiply
 from .movement import broadcast_to, reshape, swapaxes, transpose
 
@@ -61,10 +62,27 @@ def matmul_emit(node: Tensor, code) -> list:
             f"    blas.gemm({a}[{q}], {b}[{q}], {out}[{q}])"]
 
 
+def matmul_call(node: Tensor):
+    """A 2-D float product as a call of ``blas.matmul`` on the operands' buffers (an operand
+    with its axes swapped by its input's, flagged), or None: an integer or batched product,
+    or an operand read through a reshape view (made inside a kernel), gets its kernel."""
+    if node.ndim != 2 or node.dtype not in (np.float32, np.float64):
+        return None
+    arrays, flags = [], []
+    for x, flag in zip(node.inputs, ("a_transposed", "b_transposed")):
+        swapped = swaps_last_two(x)
+        base = x.inputs[0] if swapped else x
+        if is_view(base) or base.dtype != node.dtype:
+            return None
+        arrays.append(base)
+        flags.append((flag, int(swapped)))
+    return "matmul", [*arrays, node], flags
+
+
 defop("matmul", Kind.OPAQUE, matmul_shape, lambda dtypes: dt.ufunc_dtype(np.matmul, dtypes),
       np.matmul,
       lambda g, y, a, b: [matmul(g, last_two_swapped(b)), matmul(last_two_swapped(a), g)],
-      emit=matmul_emit,
+      emit=matmul_emit, call=matmul_call,
       stores=lambda node: [buffer_of(x.inputs[0] if swaps_last_two(x) else x)
                            for x in node.inputs],
       cost=lambda node, count: {"flops": 0, "gemm": 2 * count(node.dims)

@@ -6,6 +6,10 @@ W5's 4096x512 by 4096x10 transposed product NumPy's build took 619 us against 87
 through ``np.dot`` (2 threads, same run). The call is by symbol name, registered with LLVM at
 import, so compiled kernels stay cacheable (a ctypes pointer would be a dynamic global).
 
+``matmul(a, b, out, a_transposed, b_transposed)`` is the same product as a function of this
+package, with the transposes as run-time flags: the runtime calls it for every 2-D float
+product of a graph, so no graph compiles a kernel of its own for one.
+
 Small matrix products are fastest on one thread: waking BLAS threads costs more than the
 product, and spinning BLAS threads fight Numba's own threads and other libraries' for the
 cores. A compiled function sets the count it wants around each call and restores it.
@@ -22,7 +26,8 @@ import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import cgutils, sigutils, types
+from numba.core.caching import FunctionCache
 from numba.extending import intrinsic, overload
 
 SMALL_GEMM_FLOPS = 4e6  # below this, one thread wins on a 2-core machine
@@ -69,6 +74,34 @@ def _register() -> str:
 PROVIDER = _register()
 
 
+class _OwnCodeCache(FunctionCache):
+    """Numba's disk cache of a function, handing over only machine code compiled for the
+    signature asked for. Each signature's code is a data file the index names; a process
+    saving a new one takes the first number the index it read leaves free, so two processes
+    saving different signatures at once (test workers, a float32 and a float64 job) can
+    leave one signature's key naming the other's file. Numba would then run that code on
+    arrays it was not compiled for: wrong numbers for another layout, no error (seen:
+    ``gemm`` of two Fortran-order float64 arrays loaded float32 code). Rejected, the
+    signature is compiled and saved again."""
+
+    def load_overload(self, sig, target_context):
+        found = super().load_overload(sig, target_context)
+        args, _ = sigutils.normalize_signature(sig)
+        if found is not None and tuple(found.signature.args) != tuple(args):
+            return None
+        return found
+
+
+def cached(**flags):
+    """``numba.njit(cache=True, **flags)`` with ``_OwnCodeCache`` as its disk cache: the
+    functions here are compiled for several signatures, by any process using the package."""
+    def wrap(py_func):
+        dispatcher = numba.njit(cache=True, **flags)(py_func)
+        dispatcher._cache = _OwnCodeCache(py_func)
+        return dispatcher
+    return wrap
+
+
 @intrinsic
 def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     """``c = op(a) @ op(b)`` by row-major CBLAS ``?gemm`` (alpha 1, beta 0)."""
@@ -93,7 +126,7 @@ def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     return types.void(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc), codegen
 
 
-@numba.njit(cache=True)
+@cached()
 def _layout(x):
     """``(CBLAS transpose flag, leading dimension)`` of a 2-D array, or ``(0, 0)`` when it is
     neither row- nor column-major."""
@@ -106,7 +139,7 @@ def _layout(x):
     return 0, 0
 
 
-@numba.njit(cache=True)
+@cached()
 def loop_gemm(a, b, out):
     """``out = a @ b`` as plain loops, for layouts BLAS cannot take (neither axis of unit
     stride). Numba's ``np.dot`` would do it too, but its code (copies, checks, SciPy's BLAS)
@@ -160,15 +193,73 @@ def _gemm_by_layout_typed(a, b, out):
 
 
 if PROVIDER.startswith("numpy"):
-    @numba.njit(cache=True)
+    @cached()
     def gemm(a, b, out):
         """``out = a @ b`` for 2-D float arrays (``a`` or ``b`` may be a transposed view)."""
         _gemm_by_layout(a, b, out)
 else:
-    @numba.njit(cache=True)
+    @cached()
     def gemm(a, b, out):
         """``out = a @ b`` for 2-D float arrays (``a`` or ``b`` may be a transposed view)."""
         np.dot(a, b, out)
+
+
+def _matmul_by_layout(a, b, out, a_transposed, b_transposed):
+    """Typed below: ``matmul``'s product, by the flags given at run time."""
+
+
+@overload(_matmul_by_layout)
+def _matmul_by_layout_typed(a, b, out, a_transposed, b_transposed):
+    if a.layout == "C" and b.layout == "C" and out.layout == "C":
+        # what the runtime passes: buffers of its own, arguments and parameters made
+        # C-contiguous. The flags go to BLAS as they are, and a row-major array's leading
+        # dimension is its row length whether BLAS reads it transposed or not
+        def rows(a, b, out, a_transposed, b_transposed):
+            m, n = out.shape
+            if m == 0 or n == 0:
+                return
+            k = a.shape[0] if a_transposed else a.shape[1]
+            _cblas_gemm(NO_TRANS + a_transposed, NO_TRANS + b_transposed, m, n, k,
+                        a, max(1, a.shape[1]), b, max(1, b.shape[1]), out, max(1, n))
+        return rows
+
+    def other(a, b, out, a_transposed, b_transposed):   # a constant of another layout
+        if a_transposed:
+            if b_transposed:
+                _gemm_by_layout(a.T, b.T, out)
+            else:
+                _gemm_by_layout(a.T, b, out)
+        elif b_transposed:
+            _gemm_by_layout(a, b.T, out)
+        else:
+            _gemm_by_layout(a, b, out)
+    return other
+
+
+if PROVIDER.startswith("numpy"):
+    @cached(nogil=True)
+    def matmul(a, b, out, a_transposed, b_transposed):
+        """``out = op(a) @ op(b)`` for 2-D float arrays of one dtype, ``op(x)`` being ``x.T``
+        where its flag (an int, 0 or 1) is 1: the runtime calls this for a graph's 2-D float
+        products instead of a generated kernel each. The flags are arguments, not types, so
+        one compile per dtype and layout serves every product of every graph (a kernel of
+        its own cost each product's graph 0.16 s of compile). Shapes are not checked: ``out``
+        must be ``(m, n)`` for an ``(m, k)`` ``op(a)`` and a ``(k, n)`` ``op(b)``."""
+        _matmul_by_layout(a, b, out, a_transposed, b_transposed)
+else:
+    @cached(nogil=True)
+    def matmul(a, b, out, a_transposed, b_transposed):
+        """``out = op(a) @ op(b)``, ``op(x)`` being ``x.T`` where its flag is 1, by Numba's
+        ``np.dot`` (NumPy's OpenBLAS was not found)."""
+        if a_transposed:
+            if b_transposed:
+                np.dot(a.T, b.T, out)
+            else:
+                np.dot(a.T, b, out)
+        elif b_transposed:
+            np.dot(a, b.T, out)
+        else:
+            np.dot(a, b, out)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,4 +1,6 @@
-"""Render: each scheduled kernel -> one Numba function of its own, named by what it computes.
+"""Render: each scheduled kernel -> one Numba function of its own, named by what it computes,
+or a call of a function of ``blas.py`` for an op whose ``call`` rule says so (a 2-D float
+matrix product: one compiled function for every graph's products, not a kernel each).
 
 A kernel's code uses kernel-local names: arrays ``x0, x1, ...`` in the order it first reads or
 writes them, call-time sizes ``n0, n1, ...``, values ``v0, v1, ...``. So the same computation in
@@ -45,7 +47,7 @@ def all_chunks(nc) -> list:
     [2, 0, 2, -1]
     """
     return [nc, 0, nc, -1]
-FORMAT = 14              # bump when the generated code changes meaning
+FORMAT = 15              # bump when the generated code changes meaning
 
 HEADER = '''"""staticgrad kernel {digest} (format {format}) — generated, do not edit."""
 import math
@@ -216,6 +218,21 @@ class KernelNames:
         return before, step
 
 
+@dataclass(frozen=True)
+class LibraryCall:
+    """A kernel run as ``blas.<function>(*arrays, *values of flags)``: a function of the
+    package, compiled once per dtype for every graph, not a generated one (an op's ``call``
+    rule). ``arrays`` are stored nodes (one may appear twice: ``x @ x.T``); ``flags`` are
+    ``(parameter name, int)`` pairs."""
+    function: str
+    arrays: tuple
+    flags: tuple
+
+    @property
+    def ints(self) -> tuple:
+        return tuple(value for _, value in self.flags)
+
+
 @dataclass
 class KernelCode:
     """One kernel's function: its text, what its arguments are, and whether it can use
@@ -223,7 +240,9 @@ class KernelCode:
     dtype, dims)`` of the per-chunk arrays after them (shape ``(nc, *dims)``, contents left to
     the kernel); ``sizes`` the size symbols (or ``("row", n)``) bound to ``n0, n1, ...``; a
     ``chunked`` kernel also takes ``nc, c0, c1, stage`` and has ``stages``, whether each of
-    its nests has a store stage (see ``loops.KernelWriter.staged``)."""
+    its nests has a store stage (see ``loops.KernelWriter.staged``). With a ``call``, a
+    program runs the kernel as that call of a ``blas`` function and never compiles ``text``
+    (a loop's body still inlines the text: ``KernelNames.subgraph``)."""
     kernel: Kernel
     text: str
     arrays: list
@@ -232,6 +251,7 @@ class KernelCode:
     helpers: dict = field(default_factory=dict)   # functions it calls (a loop's body)
     scratch: list = field(default_factory=list)
     stages: tuple = ()
+    call: LibraryCall | None = None
     digest: str = field(init=False)
 
     def __post_init__(self):
@@ -256,7 +276,7 @@ def threadable(kernel: Kernel) -> bool:
 def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
     """The function for one kernel: a loop nest, or an opaque op's own code."""
     names = KernelNames()
-    chunked, stages = False, ()
+    chunked, stages, call = False, (), None
     if kernel.kind == "loop":
         writer = KernelWriter(kernel, names, roots, local, threadable(kernel))
         body, chunked = writer.lines(), writer.chunked
@@ -264,6 +284,7 @@ def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
     else:
         root = kernel.roots[0]
         body = REGISTRY[root.op].emit(root, names)
+        call = library_call(root, names)
     views = []
     for name, node in list(names.views.values()):
         dims = ", ".join(names.dim(d) for d in node.dims)
@@ -274,7 +295,27 @@ def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
     text = "\n".join([f"def kernel({', '.join(params)}):", *indent(views + body or ["pass"], 1)])
     return KernelCode(kernel, text, [node for _, node in names.arrays.values()],
                       list(names.sizes), chunked, dict(names.helpers),
-                      list(names.scratch), stages)
+                      list(names.scratch), stages, call)
+
+
+def library_call(root: Tensor, names: KernelNames) -> LibraryCall | None:
+    """The op's ``call`` rule for an opaque kernel's node, when it has one that applies and
+    passes only arrays the kernel itself takes (stored ones, which the runtime has) and the
+    kernel needs no per-chunk partials."""
+    rule = REGISTRY[root.op].call
+    found = rule(root) if rule is not None else None
+    if found is None:
+        return None
+    function, arrays, flags = found
+    if names.scratch or not {id(n) for n in arrays} <= set(names.arrays):
+        return None
+    return LibraryCall(function, tuple(arrays), tuple(flags))
+
+
+def distinct(codes: list) -> int:
+    """How many generated kernels ``codes`` compile: one per text, library calls not
+    counted (their functions are the package's, compiled once per dtype for every graph)."""
+    return len({c.digest for c in codes if c.call is None})
 
 
 def checks(kernel: Kernel) -> list:
@@ -293,11 +334,12 @@ def checks(kernel: Kernel) -> list:
 def listing(codes: list, labels, placeholders: list, targets: list, header: str,
             aliases: list = ()) -> str:
     """The program as one readable Python module: every distinct kernel once, then ``run``,
-    which calls them in order with the graph's values (as the runtime does, from a table).
+    which calls them (or a library function, for a kernel with a ``call``) in order with the
+    graph's values (as the runtime does, from a table).
     ``aliases`` are ``(node, base, offset)``: values that are views of another's memory."""
     seen, functions = set(), []
     for code in codes:
-        if code.digest not in seen:
+        if code.call is None and code.digest not in seen:
             seen.add(code.digest)
             for name, text in code.helpers.items():
                 if name not in seen:
@@ -344,9 +386,15 @@ def listing(codes: list, labels, placeholders: list, targets: list, header: str,
         for name, (_, dtype, dims) in zip(scratch, code.scratch):
             shape = tuple_text(["nc", *map(show_size, dims)])
             lines.append(f"{name} = np.empty({shape}, np.{dtype.name})  # per-chunk partials")
-        args = [arg(n) for n in code.arrays] + scratch + [size_arg(key) for key in code.sizes] + \
-            ([str(v) for v in all_chunks("nc")] if code.chunked else [])
-        lines.append(f"k_{code.digest}({', '.join(args)})")
+        if code.call is not None:
+            call = code.call
+            args = [arg(n) for n in call.arrays] + [f"{name}={v}" for name, v in call.flags]
+            lines.append(f"blas.{call.function}({', '.join(args)})")
+        else:
+            args = [arg(n) for n in code.arrays] + scratch + \
+                [size_arg(key) for key in code.sizes] + \
+                ([str(v) for v in all_chunks("nc")] if code.chunked else [])
+            lines.append(f"k_{code.digest}({', '.join(args)})")
         lines += views_of({id(n) for n in k.writes})
     params = [arg(p) for p in placeholders]
     run = [f"def run({', '.join(params)}):",

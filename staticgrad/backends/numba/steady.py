@@ -94,21 +94,24 @@ def make(program, plan) -> None:
     namespace.update({f"P{j}": p for j, p in enumerate(program.params)})
     namespace.update({f"L{j}": node for j, (kind, node, _) in enumerate(program.pick)
                       if kind == "leaf"})
-    namespace.update({f"K{r}": entry_point(fn) for r, (fn, _, _, _) in enumerate(plan.rows)})
+    namespace.update({f"K{r}": entry_point(fn, types)
+                      for r, ((fn, _, _, _), types) in enumerate(zip(plan.rows, plan.types))})
     # one file name for all: CPython interns a code object's file name for good, so a
     # name per plan would grow memory with every function ever built
     exec(compile(source(program, plan), "<staticgrad steady>", "exec"), namespace)
     plan.steady = namespace["steady"]
 
 
-def entry_point(fn):
-    """The compiled function behind a Numba dispatcher that has compiled exactly one
-    signature: calling it skips Numba's type dispatch (0.66 -> 0.30 us for five arrays). A
-    plan passes arrays of the same types on every call (arguments are checked and coerced to
-    aligned, writeable, C-contiguous arrays of the placeholder's dtype; every other array is
-    the runtime's own), so the one signature is the one each call needs."""
-    overloads = list(fn.overloads.values())
-    return overloads[0].entry_point if len(overloads) == 1 else fn
+def entry_point(fn, types: tuple):
+    """The compiled function behind a Numba dispatcher for the argument types ``types``:
+    calling it skips Numba's type dispatch (0.66 -> 0.30 us for five arrays). A plan passes
+    arrays of the same types on every call (arguments are checked and coerced to aligned,
+    writeable, C-contiguous arrays of the placeholder's dtype; every other array is the
+    runtime's own), so the overload its first call ran is the one each call needs, also for
+    a function that has others (a package function, or a kernel text shared by a float32
+    and a float64 graph). The dispatcher itself if there is no such overload."""
+    found = fn.overloads.get(types)
+    return found.entry_point if found is not None else fn
 
 
 def check_index(idx: np.ndarray, size: int, message: str) -> None:

@@ -44,10 +44,13 @@ def uncached(dispatcher) -> bool:
     return not glob.glob(os.path.join(os.path.dirname(path), "__pycache__", f"{name}.*.nbi"))
 
 
-def compile_all(jobs: list) -> int:
+def compile_all(jobs: list, local: list = ()) -> int:
     """Compile ``(dispatcher, argument types)`` jobs at once: this process takes a share and
     worker processes the rest; returns how many processes compiled (0: none of this, the call
-    compiles as usual). Errors are left for the call to meet (and report) itself."""
+    compiles as usual). ``local`` jobs are this process's whatever happens: functions of the
+    package (``blas.matmul``), which have no generated module for a worker to import (their
+    machine code is cached by Numba beside the package, or in ``NUMBA_CACHE_DIR``). Errors
+    are left for the call to meet (and report) itself."""
     jobs = [(fn, types) for fn, types in jobs if uncached(fn)]
     count = worker_count(len(jobs))
     if not count:
@@ -69,7 +72,7 @@ def compile_all(jobs: list) -> int:
                                             fn.py_func.__module__, types)
                                            for fn, types in share]))
             proc.stdin.close()
-    for fn, types in shares[0]:          # this process's share, while the workers start
+    for fn, types in [*local, *shares[0]]:   # this process's share, while the workers run
         with contextlib.suppress(Exception):
             fn.compile(types)
     deadline = time.monotonic() + TIMEOUT

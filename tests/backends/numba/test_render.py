@@ -37,6 +37,17 @@ def test_source_is_one_module_with_a_run_entry_point(w2):
     compile(src, "generated", "exec")
 
 
+def test_a_library_call_is_shown_as_the_call_with_no_kernel_function():
+    x = sg.placeholder((None, 4), np.float32, name="x")
+    w = sg.parameter(np.ones((3, 4), np.float32), name="w")
+    f = sg.function([x], sg.tanh(x @ w.T))
+    src = f.source
+    assert re.search(r"\n    blas\.matmul\(x, w, t\d+, a_transposed=0, b_transposed=1\)\n", src)
+    assert "blas.gemm" not in src and src.count("def k_") == 1 == f.stats["distinct"]
+    assert "2 kernels (1 distinct, 1 library call)" in src.splitlines()[0]
+    compile(src, "generated", "exec")
+
+
 def test_float32_code_has_only_typed_constants(w2):
     body = w2.source.split("import numpy as np", 1)[1]
     for line in body.splitlines():

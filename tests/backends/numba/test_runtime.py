@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import staticgrad as sg
+from staticgrad.backends.numba import blas, runtime
 
 
 def tiny():
@@ -50,6 +51,87 @@ def test_steady_path_uses_entry_points_not_dispatchers():
     names = plan.steady.__globals__
     kernels = [names[f"K{r}"] for r in range(len(f.kernels))]
     assert all(type(k).__name__ == "builtin_function_or_method" for k in kernels)
+
+
+def test_a_2d_float_product_calls_the_package_function_on_its_base_arrays(monkeypatch, rng):
+    loaded = []
+    load = runtime.load
+    monkeypatch.setattr(runtime, "load", lambda source: loaded.append(source) or load(source))
+    x = sg.placeholder((None, 4), name="x")
+    w = sg.parameter(rng.standard_normal((3, 4)), name="w")
+    f = sg.function([x], x @ w.T)
+    (step,) = f.program.steps
+    assert step.kernel is blas.matmul and not loaded     # no generated module for it
+    # w.T is no buffer: w's own is passed, with BLAS told to read it transposed
+    a, b, out = step.code.call.arrays
+    assert (a, b) == (x, w) and step.code.call.flags == (("a_transposed", 0),
+                                                           ("b_transposed", 1))
+    xv = rng.standard_normal((5, 4))
+    for _ in range(3):      # the first call, then the steady path's
+        np.testing.assert_allclose(f(xv), xv @ w.value.T, rtol=1e-12)
+    # nothing generated; blas.matmul compiled or loaded for float64, unless already here
+    assert f.stats["distinct"] == f.stats.get("compiled", 0) == f.stats.get("loaded", 0) == 0
+    assert sum(f.stats.get("library", {}).values()) <= 1
+
+
+def test_one_operand_twice_and_constants_of_any_layout_reach_the_package_function(rng):
+    x = sg.placeholder((None, 4), name="x")
+    c = np.asfortranarray(rng.standard_normal((4, 3)))   # a constant keeps its layout
+    f = sg.function([x], [x @ x.T, x @ c, sg.sum(x @ c[:, :2], axis=1)])
+    assert all(s.kernel is blas.matmul for s in f.program.steps if s.code.kernel.kind == "matmul")
+    xv = rng.standard_normal((5, 4))
+    for _ in range(2):
+        for got, want in zip(f(xv), [xv @ xv.T, xv @ c, (xv @ c[:, :2]).sum(axis=1)]):
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_integer_batched_and_reshaped_products_keep_their_kernels(rng):
+    a = sg.placeholder((2, 3, 4), name="a")
+    i = sg.placeholder((3, 4), np.int64, name="i")
+    for inputs, out in [([a], a @ sg.swapaxes(a, -1, -2)),     # batched
+                        ([i], i @ i.T),                         # no BLAS for integers
+                        ([a], sg.reshape(a, (6, 4)) @ sg.reshape(a, (4, 6)))]:  # views made
+        f = sg.function(inputs, out)                            # inside the kernel
+        (step,) = [s for s in f.program.steps if s.code.kernel.kind == "matmul"]
+        assert step.code.call is None and step.kernel.py_func.__name__ == "kernel"
+        args = [rng.integers(-5, 5, p.shape) if p.dtype.kind == "i" else
+                rng.standard_normal(p.shape) for p in inputs]
+        want = sg.function(inputs, out, backend="numpy")(*args)
+        np.testing.assert_allclose(f(*args), want, rtol=1e-12)
+
+
+def test_steady_calls_take_the_package_functions_code_for_their_dtype(rng):
+    # blas.matmul has a compiled overload per dtype: each plan calls its own, not the
+    # dispatcher (nor the other dtype's, which would read the arrays wrongly)
+    functions = {}
+    for dtype in (np.float32, np.float64):
+        x = sg.placeholder((None, 5), dtype, name="x")
+        functions[dtype] = sg.function([x], sg.tanh(x @ x.T))
+    for dtype, f in functions.items():
+        xv = rng.standard_normal((4, 5)).astype(dtype)
+        for _ in range(3):
+            np.testing.assert_allclose(f(xv), np.tanh(xv @ xv.T), rtol=1e-5)
+        (plan,) = f._plans.values()
+        r = next(r for r, s in enumerate(f.program.steps) if s.kernel is blas.matmul)
+        assert plan.steady.__globals__[f"K{r}"] is \
+            blas.matmul.overloads[plan.types[r]].entry_point
+
+
+def test_a_kernel_compiled_for_two_dtypes_is_called_by_each_plans_entry_point():
+    # x * y is one text for float32 and float64: one dispatcher with two overloads, each
+    # plan's steady code calls its own (the dispatcher would cost its type dispatch)
+    functions = []
+    for dtype in (np.float32, np.float64):
+        x, y = sg.placeholder((None,), dtype, name="x"), sg.placeholder((None,), dtype, name="y")
+        functions.append(sg.function([x, y], x * y))
+    assert functions[0].program.steps[0].kernel is functions[1].program.steps[0].kernel
+    for f, dtype in zip(functions, (np.float32, np.float64)):
+        a = np.arange(4, dtype=dtype)
+        for _ in range(3):
+            np.testing.assert_array_equal(f(a, a), a * a)
+        (plan,) = f._plans.values()
+        assert plan.steady.__globals__["K0"] is \
+            f.program.steps[0].kernel.overloads[plan.types[0]].entry_point
 
 
 def test_views_of_arguments_parameters_outputs_and_temporaries():
