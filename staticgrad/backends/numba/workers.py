@@ -47,10 +47,11 @@ def uncached(dispatcher) -> bool:
 def compile_all(jobs: list, local: list = ()) -> int:
     """Compile ``(dispatcher, argument types)`` jobs at once: this process takes a share and
     worker processes the rest; returns how many processes compiled (0: none of this, the call
-    compiles as usual). ``local`` jobs are this process's whatever happens: functions of the
-    package (``blas.matmul``), which have no generated module for a worker to import (their
-    machine code is cached by Numba beside the package, or in ``NUMBA_CACHE_DIR``). Errors
-    are left for the call to meet (and report) itself."""
+    compiles as usual). ``local`` jobs never go to a worker: functions of the package
+    (``blas.matmul``), which have no generated module for a worker to import (Numba caches
+    their machine code beside the package, or in ``NUMBA_CACHE_DIR``); this process compiles
+    them with its share while workers run, and the call does when none starts. Errors are
+    left for the call to meet (and report) itself."""
     jobs = [(fn, types) for fn, types in jobs if uncached(fn)]
     count = worker_count(len(jobs))
     if not count:
