@@ -67,6 +67,20 @@ def load(source: str, prefix: str = "sgk"):
     return sys.modules.setdefault(name, module)
 
 
+def own_code(dispatcher):
+    """``dispatcher`` (a generated module's ``kernel``) with a disk cache that loads only
+    machine code compiled for the signature asked for: one kernel text can serve float32 and
+    float64 arrays (``x * y``), and two processes saving one each at once can leave one's index
+    entry naming the other's code, which Numba would run on the wrong arrays (see
+    ``blas._OwnCodeCache``)."""
+    # the class lives in blas.py, whose text is part of every kernel's cache key: moving it
+    # would make every cached kernel compile again
+    from .blas import _OwnCodeCache
+    if not isinstance(dispatcher._cache, _OwnCodeCache):
+        dispatcher._cache = _OwnCodeCache(dispatcher.py_func)
+    return dispatcher
+
+
 def entry_path(folder: str, name: str) -> str:
     """Where the module ``name`` lives in the cache ``folder``."""
     return os.path.join(folder, name, name + ".py")

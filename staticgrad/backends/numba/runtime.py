@@ -26,7 +26,7 @@ from ...inspect import timed
 from ...schedule import is_view, schedule
 from ...tensor import Tensor
 from . import blas, pool, steady, workers
-from .cache import load
+from .cache import load, own_code
 from .render import (
     CHUNKS,
     FORMAT,
@@ -147,7 +147,7 @@ class Program:
             return Step(code, [self.slot[id(n)] for n in code.call.arrays], bounds,
                         getattr(blas, code.call.function))
         return Step(code, [self.slot[id(n)] for n in code.arrays] + partials, bounds,
-                    load(code.module()).kernel)
+                    own_code(load(code.module()).kernel))
 
     def lifetimes(self) -> list:
         """``(first kernel, last kernel)`` that touch each temporary buffer."""

@@ -312,3 +312,37 @@ def test_a_read_only_cache_folder_still_works_with_a_warning(filled, tmp_path, r
     home = read_only(tmp_path / "home")
     value, warned = run_script(READ_ONLY, folder, HOME=str(home), NUMBA_CACHE_DIR=None).split()
     assert value == filled[1] and warned == "1"
+
+
+SWAPPED = """
+    import glob, os, pickle, sys
+    import numpy as np
+    import staticgrad as sg
+    results = []
+    for dtype in (np.float32, np.float64):   # one kernel text (x * y), two signatures
+        x, y = sg.placeholder((None,), dtype), sg.placeholder((None,), dtype)
+        a = np.arange(5, dtype=dtype) + 0.5
+        results.append(np.array_equal(sg.function([x, y], x * y)(a, a), a * a))
+    print(all(results))
+    if sys.argv[1] == "swap":
+        # what two processes saving a signature each at once can leave: each signature's key
+        # naming the data file of the other's machine code
+        (index,) = glob.glob(os.path.join(os.environ["NUMBA_CACHE_DIR"], "**",
+                                          "*.kernel-*.nbi"), recursive=True)
+        with open(index, "rb") as f:
+            version = pickle.load(f)
+            stamp, overloads = pickle.loads(f.read())
+        first, second = overloads
+        overloads[first], overloads[second] = overloads[second], overloads[first]
+        with open(index, "wb") as f:
+            pickle.dump(version, f, protocol=-1)
+            f.write(pickle.dumps((stamp, overloads), protocol=-1))
+"""
+
+
+def test_a_kernel_never_runs_machine_code_cached_for_other_types(tmp_path):
+    env = environment(tmp_path / "sg", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    runs = [subprocess.run([sys.executable, "-c", textwrap.dedent(SWAPPED), how], env=env,
+                           capture_output=True, text=True, timeout=300)
+            for how in ("swap", "check", "check")]
+    assert [r.stdout.strip() for r in runs] == ["True"] * 3, [r.stderr[-2000:] for r in runs]
