@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import inspect
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -113,3 +119,26 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
         if backend == "numba":
             item.add_marker(pytest.mark.slow)
+
+
+# -- shared by test_blas/test_cache ----------------------------------------------------------
+def runs_after_a_cache_race(script: str, env: dict, index: str) -> list:
+    """Run ``script`` (it prints whether its numbers are right) in a fresh process, then make
+    the Numba cache index ``index`` (a glob under ``env["NUMBA_CACHE_DIR"]``) what two
+    processes saving a signature each at once can leave: each signature's key naming the data
+    file of the other's machine code; then run it twice more. Returns the three runs."""
+    def run():
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    runs = [run()]
+    (path,) = glob.glob(os.path.join(env["NUMBA_CACHE_DIR"], "**", index), recursive=True)
+    with open(path, "rb") as f:
+        version = pickle.load(f)
+        stamp, overloads = pickle.loads(f.read())
+    first, second = overloads
+    overloads[first], overloads[second] = overloads[second], overloads[first]
+    with open(path, "wb") as f:
+        pickle.dump(version, f, protocol=-1)
+        f.write(pickle.dumps((stamp, overloads), protocol=-1))
+    return runs + [run(), run()]

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numba
 import numpy as np
 import pytest
+from conftest import runs_after_a_cache_race
 
 from staticgrad.backends.numba import blas
 
@@ -87,8 +85,7 @@ def test_matmul_compiles_once_per_dtype_whatever_the_flags():
         assert sum(1 for sig in blas.matmul.signatures if sig[:3] == mine) == 1
 
 
-SWAPPED = """
-    import glob, os, pickle, sys
+TWO_SIGNATURES = """
     import numpy as np
     from staticgrad.backends.numba import blas
     a, b = np.arange(12.0).reshape(3, 4), np.arange(8.0).reshape(4, 2)
@@ -96,28 +93,13 @@ SWAPPED = """
     blas.gemm(a, b, outs[0])                             # two signatures: C and Fortran a
     blas.gemm(np.asfortranarray(a), b, outs[1])
     print(all(np.array_equal(out, a @ b) for out in outs))
-    if sys.argv[1] == "swap":
-        # what two processes saving a signature each at once can leave: each signature's key
-        # naming the data file of the other's machine code
-        (index,) = glob.glob(os.path.join(os.environ["NUMBA_CACHE_DIR"], "**",
-                                          "blas.gemm-*.nbi"), recursive=True)
-        with open(index, "rb") as f:
-            version = pickle.load(f)
-            stamp, overloads = pickle.loads(f.read())
-        first, second = overloads
-        overloads[first], overloads[second] = overloads[second], overloads[first]
-        with open(index, "wb") as f:
-            pickle.dump(version, f, protocol=-1)
-            f.write(pickle.dumps((stamp, overloads), protocol=-1))
 """
 
 
 def test_cached_code_of_another_signature_is_not_run(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    runs = [subprocess.run([sys.executable, "-c", textwrap.dedent(SWAPPED), how], env=env,
-                           capture_output=True, text=True, timeout=300)
-            for how in ("swap", "check", "check")]
+    runs = runs_after_a_cache_race(TWO_SIGNATURES, env, "blas.gemm-*.nbi")
     assert [r.stdout.strip() for r in runs] == ["True"] * 3, [r.stderr[-2000:] for r in runs]
 
 

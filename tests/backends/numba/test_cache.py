@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import runs_after_a_cache_race
 
 import staticgrad as sg
 from staticgrad.backends.numba import cache
@@ -314,8 +315,7 @@ def test_a_read_only_cache_folder_still_works_with_a_warning(filled, tmp_path, r
     assert value == filled[1] and warned == "1"
 
 
-SWAPPED = """
-    import glob, os, pickle, sys
+TWO_SIGNATURES = """
     import numpy as np
     import staticgrad as sg
     results = []
@@ -324,25 +324,10 @@ SWAPPED = """
         a = np.arange(5, dtype=dtype) + 0.5
         results.append(np.array_equal(sg.function([x, y], x * y)(a, a), a * a))
     print(all(results))
-    if sys.argv[1] == "swap":
-        # what two processes saving a signature each at once can leave: each signature's key
-        # naming the data file of the other's machine code
-        (index,) = glob.glob(os.path.join(os.environ["NUMBA_CACHE_DIR"], "**",
-                                          "*.kernel-*.nbi"), recursive=True)
-        with open(index, "rb") as f:
-            version = pickle.load(f)
-            stamp, overloads = pickle.loads(f.read())
-        first, second = overloads
-        overloads[first], overloads[second] = overloads[second], overloads[first]
-        with open(index, "wb") as f:
-            pickle.dump(version, f, protocol=-1)
-            f.write(pickle.dumps((stamp, overloads), protocol=-1))
 """
 
 
 def test_a_kernel_never_runs_machine_code_cached_for_other_types(tmp_path):
     env = environment(tmp_path / "sg", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
-    runs = [subprocess.run([sys.executable, "-c", textwrap.dedent(SWAPPED), how], env=env,
-                           capture_output=True, text=True, timeout=300)
-            for how in ("swap", "check", "check")]
+    runs = runs_after_a_cache_race(TWO_SIGNATURES, env, "*.kernel-*.nbi")
     assert [r.stdout.strip() for r in runs] == ["True"] * 3, [r.stderr[-2000:] for r in runs]
