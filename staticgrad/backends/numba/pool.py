@@ -1,21 +1,30 @@
 """Threads: a big loop's chunks run on our own worker threads, all calling one serial build.
 
 A loop of ``PARALLEL_MIN`` elements or more is written as chunks ``c0 .. c1`` of ``nc`` (see
-``loops.KernelWriter.staged``) and compiled once, serial and ``nogil``. ``spread`` calls it
-on ``nc`` threads at once, each with its own chunk, then once more on this thread for what
-must follow all the chunks (combining their partial sums, storing the result). Numba's
-parfor build of the same loop compiled in 3x the time (W6: 3.1 s against 1.2 s), and started
-Numba's OpenMP or TBB threads, which spin after each loop and took the cores from the BLAS
-threads of the next product. These threads sleep between loops.
+``loops.KernelWriter.staged``) and compiled once, serial and ``nogil``. ``spread`` runs its
+chunks on the caller's thread and ``size() - 1`` workers, each taking the next chunk nobody
+has started, then once more on this thread for what must follow all the chunks (combining
+their partial sums, storing the result). Which thread runs a chunk never changes what it
+computes, so results are the same bits however the chunks fall; a worker the machine's other
+work keeps off the cores leaves its chunks to the others instead of stalling the call.
+Numba's parfor build of the same loop compiled in 3x the time (W6: 3.1 s against 1.2 s),
+and started Numba's OpenMP or TBB threads, which spin after each loop and took the cores
+from the BLAS threads of the next product. These threads sleep between loops.
+
+``Choice`` decides per plan whether threads pay at all: on a machine with other work on the
+cores, threads that wait for each other (OpenBLAS's spin between blocks) are much slower
+than one.
 
 ``NUMBA_NUM_THREADS`` (default: the cores) sets how many threads a loop runs on.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
+import time
 
 import numba
 
@@ -29,9 +38,38 @@ def size() -> int:
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
+class Stage:
+    """One stage of a chunked kernel's call: chunks ``0 .. nc - 1``, each claimed by the
+    first thread to ask (the caller's or a worker's), and ``done`` given one ``None`` when
+    the last one has ended."""
+
+    def __init__(self, kernel, args: tuple, nc: int, stage: int):
+        self.call = (kernel, args)   # dropped once every chunk has ended (see ``chunks``)
+        self.nc, self.stage = nc, stage
+        self.claims = itertools.count()   # next() is atomic: no chunk is claimed twice
+        self.left = nc
+        self.lock = threading.Lock()
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.errors: list = []
+
+    def run(self) -> None:
+        """Run chunks until none is left unclaimed."""
+        while (c := next(self.claims)) < self.nc:
+            kernel, args = self.call   # set: chunk c has not ended, so neither has the call
+            try:
+                kernel(*args, self.nc, c, c + 1, self.stage)
+            except BaseException as err:   # the caller raises it
+                self.errors.append(err)
+            kernel = args = None
+            with self.lock:
+                self.left -= 1
+                last = self.left == 0
+            if last:
+                self.done.put(None)
+
+
 class Workers:
-    """``size() - 1`` daemon threads, each taking jobs ``(kernel, args, done)`` from its own
-    queue and putting ``None`` (or the exception it raised) on ``done``."""
+    """``size() - 1`` daemon threads, each running the ``Stage`` jobs of its own queue."""
 
     def __init__(self, count: int):
         self.queues = [queue.SimpleQueue() for _ in range(count)]
@@ -42,17 +80,12 @@ class Workers:
 
 def work(jobs: queue.SimpleQueue) -> None:
     while True:
-        kernel, args, done = jobs.get()
-        try:
-            kernel(*args)
-            outcome = None
-        except BaseException as err:   # the caller raises it
-            outcome = err
-        # drop the call's arrays before saying it is done: a reference kept here until the
-        # next job would make the caller's steady code take a dropped output for one still
-        # in use and allocate a new one each call (8M floats: 2-3 ms of page faults)
-        kernel = args = None
-        done.put(outcome)
+        job = jobs.get()
+        job.run()
+        # drop the job before waiting for the next: a reference kept until then would make
+        # the caller's steady code take a dropped output for one still in use and allocate
+        # a new one each call (8M floats: 2-3 ms of page faults)
+        job = None
 
 
 _workers: Workers | None = None
@@ -78,15 +111,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget)
 
 
-def spread(kernel, args: tuple, nc: int, stages: tuple) -> None:
-    """``kernel(*args, nc, c0, c1, stage)`` for each nest of a chunked kernel: its chunks at
-    stage ``2p``, chunk ``c`` on thread ``c`` (chunk 0 on this one), then, if ``stages[p]``,
-    its stores at ``2p + 1`` on this thread once every chunk is done. An exception in any
-    thread is raised here, after all of them have stopped (they share the call's memory).
+def spread(kernel, args: tuple, nc: int, stages: tuple, threads: bool = True) -> None:
+    """``kernel(*args, nc, c0, c1, stage)`` for each nest of a chunked kernel: its ``nc``
+    chunks at stage ``2p``, on this thread and the workers (only this one if not
+    ``threads``), then, if ``stages[p]``, its stores at ``2p + 1`` on this thread once every
+    chunk is done. An exception in any chunk is raised here, after all of them have stopped
+    (they share the call's memory).
 
     >>> spread(lambda *a: None, (), 1, (False,))
     """
-    queues = workers().queues if nc > 1 else []
+    queues = workers().queues if nc > 1 and threads else []
     for p, stores in enumerate(stages):
         chunks(kernel, args, nc, 2 * p, queues)
         if stores:
@@ -94,18 +128,66 @@ def spread(kernel, args: tuple, nc: int, stages: tuple) -> None:
 
 
 def chunks(kernel, args: tuple, nc: int, stage: int, queues: list) -> None:
-    """One stage's chunks: chunk 0 here, the others on the workers' ``queues`` (all here
-    when there are none); returns once every one has ended."""
+    """One stage's chunks, claimed in turn by this thread and the workers of ``queues`` (all
+    here in one call when there are none); returns once every one has ended. A worker that
+    starts late finds them all taken and does nothing."""
     if not queues:
         kernel(*args, nc, 0, nc, stage)
         return
-    done: queue.SimpleQueue = queue.SimpleQueue()
-    for c in range(1, nc):
-        queues[(c - 1) % len(queues)].put((kernel, (*args, nc, c, c + 1, stage), done))
-    try:
-        kernel(*args, nc, 0, 1, stage)
-    finally:
-        errors = [done.get() for _ in range(1, nc)]
-    for err in errors:
-        if err is not None:
-            raise err
+    job = Stage(kernel, args, nc, stage)
+    for jobs in queues[:nc - 1]:
+        jobs.put(job)
+    job.run()
+    job.done.get()
+    job.call = None   # a late worker may hold the job: it must not keep the arrays alive
+    if job.errors:
+        raise job.errors[0]
+
+
+class Choice:
+    """Whether a plan's calls use the threads (big loops' chunks on the workers, big products
+    on BLAS threads) or run everything on the caller's thread, by measuring both.
+
+    On an idle machine threads win (W5: 3.3 ms against 7.1). With two busy processes on the
+    two cores, threads that wait for each other lose badly: OpenBLAS's threads spin between
+    the blocks of a product while the other one is off the core, and a W1 step took 48 ms
+    on threads against 0.6 on one. So a call uses the way that is faster now: each steady
+    call's time is kept (the last ``KEEP``), and the other way is tried once after
+    ``FIRST_WAIT`` seconds, then after twice as long each time it loses (at most
+    ``LAST_WAIT``), which bounds what trying costs (under 1% of W5's calls' time).
+
+    >>> choice = Choice()
+    >>> threads, start = choice.pick()   # the first call tries one thread
+    >>> threads
+    False
+    >>> choice.took(threads, start)
+    """
+
+    FIRST_WAIT, LAST_WAIT, KEEP = 0.1, 1.0, 3
+
+    def __init__(self):
+        self.threads = True                     # the way calls take
+        self.times: dict = {True: [], False: []}
+        self.wait = self.FIRST_WAIT
+        self.trial_at = 0.0                     # when the other way is tried next
+
+    def pick(self) -> tuple[bool, float]:
+        """``(use threads?, start time)`` for a call about to run."""
+        now = time.perf_counter()
+        return self.threads != (now >= self.trial_at), now
+
+    def took(self, threads: bool, start: float) -> None:
+        """Note a call's time; a trial of the other way switches to it if it was faster than
+        every recent call of the current way."""
+        now = time.perf_counter()
+        mine = self.times[threads]
+        mine.append(now - start)
+        del mine[:-self.KEEP]
+        if threads == self.threads:
+            return
+        current = self.times[self.threads]
+        if current and mine[-1] < min(current):
+            self.threads, self.wait = threads, self.FIRST_WAIT
+        elif current:
+            self.wait = min(2 * self.wait, self.LAST_WAIT)
+        self.trial_at = now + self.wait

@@ -212,6 +212,9 @@ class Program:
             plan.call_views = [self.view_of(a, plan) for a in self.call_views]
             plan.space_views = [self.view_of(a, plan) for a in self.space_views]
             plan.pool = []          # idle workspaces of this plan
+            # threads on this plan's calls only if they beat one thread (see pool.Choice)
+            plan.choice = pool.Choice() if plan.spread or \
+                any(count > 1 for count in plan.blas.values()) else None
             plan.prepared = True    # last: other threads read the fields above once it is set
 
     def view_of(self, alias: tuple, plan) -> tuple:
@@ -241,7 +244,10 @@ class Program:
 
     def threads(self, plan) -> list:
         """How many threads each kernel runs on for ``plan``: a loop's chunk count (1 below
-        ``PARALLEL_MIN``), a matrix product's BLAS threads, 1 for any other kernel."""
+        ``PARALLEL_MIN``), a matrix product's BLAS threads, 1 for any other kernel; 1 for
+        all of them while the plan's calls run on one thread (``pool.Choice``)."""
+        if plan.choice is not None and not plan.choice.threads:
+            return [1] * len(self.steps)
         products = self.blas_wanted(plan.env)
         return [ints[-len(CHUNKS)] if step.code.chunked else products.get(r, 1)
                 for r, (step, (_, _, ints, _)) in enumerate(zip(self.steps, plan.rows))]
@@ -338,17 +344,19 @@ class Program:
             fresh = self.compile_new(plan, slots)
             plan.called = True   # after plan.types: a call finding it set may make the steady code
         before = None
+        threads = plan.choice is None or plan.choice.threads
         try:
             for r, (step, (fn, args, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):
                 if r in plan.blas:
-                    previous = blas.set_threads(plan.blas[r])
+                    previous = blas.set_threads(plan.blas[r] if threads else 1)
                     before = previous if before is None else before
                 t0 = time.perf_counter()
                 if bounds:
                     check_bounds(slots, bounds)
                 if r in plan.spread:
                     own = len(CHUNKS)
-                    pool.spread(fn, (*args(slots), *ints[:-own]), ints[-own], plan.spread[r])
+                    pool.spread(fn, (*args(slots), *ints[:-own]), ints[-own], plan.spread[r],
+                                threads)
                 else:
                     fn(*args(slots), *ints)
                 if spent is not None:

@@ -52,14 +52,17 @@ def source(program, plan) -> str:
     for j, (base, start, stop, shape) in enumerate(plan.call_views):
         lines.append(f"        v{j} = {name(base)}.reshape(-1)[{start}:{stop}]"
                      f".reshape({shape})")
+    if plan.choice is not None:   # threads, or all on this one (see pool.Choice)
+        lines.append("        threads, start = choice.pick()")
     if plan.blas:   # the BLAS thread count is restored however the call ends
         lines += ["        before = None", "        try:"]
     pad = "    " if plan.blas else ""
     first = True
     for r, (step, (_, _, ints, bounds)) in enumerate(zip(program.steps, plan.rows)):
         if r in plan.blas:
+            count = plan.blas[r]
             lines.append(f"        {pad}{'before = ' if first else ''}"
-                         f"set_threads({plan.blas[r]})")
+                         f"set_threads({f'{count} if threads else 1' if count > 1 else 1})")
             first = False
         for j, (slot, size, _) in enumerate(bounds):
             # the index array by its name here: arguments are not in the workspace's slots
@@ -69,12 +72,14 @@ def source(program, plan) -> str:
         if r in plan.spread:   # its chunks on threads: without the CHUNKS arguments
             own = len(CHUNKS)
             lines.append(f"        {pad}spread(K{r}, ({', '.join(call[:-own])},), "
-                         f"{ints[-own]}, {plan.spread[r]})")
+                         f"{ints[-own]}, {plan.spread[r]}, threads)")
         else:
             lines.append(f"        {pad}K{r}({', '.join(call)})")
     if plan.blas:
         lines += ["        finally:", "            if before is not None:",
                   "                set_threads(before)"]
+    if plan.choice is not None:
+        lines.append("        choice.took(threads, start)")
     results = []
     for kind, k, again in program.pick:
         results.append((f"o{k}.copy()" if again else f"o{k}") if kind == "out" else
@@ -90,7 +95,7 @@ def make(program, plan) -> None:
                  "getrefcount": sys.getrefcount, "empty": np.empty, "array": np.array,
                  "OUT": plan.outputs, "BOUNDS": [b for _, _, _, b in plan.rows],
                  "check_index": check_index, "set_threads": blas.set_threads,
-                 "spread": pool.spread}
+                 "spread": pool.spread, "choice": plan.choice}
     namespace.update({f"P{j}": p for j, p in enumerate(program.params)})
     namespace.update({f"L{j}": node for j, (kind, node, _) in enumerate(program.pick)
                       if kind == "leaf"})

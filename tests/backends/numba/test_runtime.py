@@ -232,8 +232,11 @@ arrays, other = serial.prepare_call((xv, mv))
 serial.program.prepare(other)
 other.spread = {}
 same = all(np.array_equal(a, b) for a, b in zip(serial(xv, mv), results[0]))
-print(same, all(len(s.kernel.signatures) == 1 for s in f.program.steps),
-      parallel._is_initialized)
+# steady calls on one thread, as when other work has the cores: the same bits again
+plan.choice.threads, plan.choice.trial_at = False, float("inf")
+alone = all(np.array_equal(a, b) for a, b in zip(f(xv, mv), results[0]))
+print(same and alone, "choice.pick()" in f.program.steady_source(plan),
+      all(len(s.kernel.signatures) == 1 for s in f.program.steps), parallel._is_initialized)
 """
 
 
@@ -246,6 +249,7 @@ def test_big_loops_run_their_chunks_on_the_pool_threads(tmp_path):
     # three loops on threads: one without stores after its chunks (y and the row sums), one
     # storing a total (sum(y) and the column mean), one in three nests (the share's gradient)
     assert lines[-2] == "3 [(False,), (True,), (True, False, False)]"
-    # bit for bit what the same chunks give on one thread; Numba's own threads never started:
-    # every kernel is its one serial build
-    assert lines[-1] == "True True False"
+    # bit for bit what the same chunks give on one thread, whether the plan's Choice runs its
+    # calls there or not; Numba's own threads never started: every kernel is its one serial
+    # build
+    assert lines[-1] == "True True True False"
