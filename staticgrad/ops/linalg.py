@@ -10,7 +10,7 @@ import numpy as np
 from .. import dtypes as dt
 from .. import shapes as sh
 from ..tensor import Tensor, build_error
-from . import Kind, apply, buffer_of, cast, defop, is_view, operand, promote
+from . import Kind, apply, buffer_of, cast, defop, operand, promote
 from .elementwise import multiply
 from .movement import broadcast_to, reshape, swapaxes, transpose
 
@@ -62,29 +62,41 @@ def matmul_emit(node: Tensor, code) -> list:
             f"    blas.gemm({a}[{q}], {b}[{q}], {out}[{q}])"]
 
 
-def matmul_call(node: Tensor):
-    """A 2-D float product as a call of ``blas.matmul`` on the operands' buffers (an operand
-    with its axes swapped by its input's, flagged), or None: an integer or batched product,
-    or an operand read through a reshape view (made inside a kernel), gets its kernel."""
+def call_operands(node: Tensor):
+    """``[(a, a_transposed), (b, b_transposed)]`` for a 2-D float product's ``blas.matmul``
+    call: each operand's array, an operand with its input's axes swapped as that input and a
+    flag; ``None`` for an integer or batched product, which gets a kernel. An operand that
+    is a reshape is stored as one: a view of its input's memory (``choose_aliases``), so a
+    convolution's flattened windows go to BLAS without a kernel or a copy."""
     if node.ndim != 2 or node.dtype not in (np.float32, np.float64):
         return None
-    arrays, flags = [], []
-    for x, flag in zip(node.inputs, ("a_transposed", "b_transposed")):
-        swapped = swaps_last_two(x)
-        base = x.inputs[0] if swapped else x
-        if is_view(base) or base.dtype != node.dtype:
-            return None
-        arrays.append(base)
-        flags.append((flag, int(swapped)))
-    return "matmul", [*arrays, node], flags
+    pairs = [(x.inputs[0], 1) if swaps_last_two(x) else (x, 0) for x in node.inputs]
+    return pairs if all(x.dtype == node.dtype for x, _ in pairs) else None
+
+
+def matmul_call(node: Tensor):
+    """A 2-D float product as a call of ``blas.matmul`` (see ``call_operands``), or None."""
+    pairs = call_operands(node)
+    if pairs is None:
+        return None
+    (a, a_transposed), (b, b_transposed) = pairs
+    return "matmul", [a, b, node], [("a_transposed", a_transposed),
+                                    ("b_transposed", b_transposed)]
+
+
+def matmul_stores(node: Tensor) -> list:
+    """What a product needs stored: its call's arrays, or for a kernel each operand's
+    buffer (an operand with swapped axes is read as its input, transposed)."""
+    pairs = call_operands(node)
+    if pairs is not None:
+        return [x for x, _ in pairs]
+    return [buffer_of(x.inputs[0] if swaps_last_two(x) else x) for x in node.inputs]
 
 
 defop("matmul", Kind.OPAQUE, matmul_shape, lambda dtypes: dt.ufunc_dtype(np.matmul, dtypes),
       np.matmul,
       lambda g, y, a, b: [matmul(g, last_two_swapped(b)), matmul(last_two_swapped(a), g)],
-      emit=matmul_emit, call=matmul_call,
-      stores=lambda node: [buffer_of(x.inputs[0] if swaps_last_two(x) else x)
-                           for x in node.inputs],
+      emit=matmul_emit, call=matmul_call, stores=matmul_stores,
       cost=lambda node, count: {"flops": 0, "gemm": 2 * count(node.dims)
                                 * count(node.inputs[0].dims[-1:]),
                                 "largest": 2 * count(node.dims[-2:])

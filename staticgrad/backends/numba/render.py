@@ -284,7 +284,7 @@ def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
     else:
         root = kernel.roots[0]
         body = REGISTRY[root.op].emit(root, names)
-        call = library_call(root, names)
+        call = library_call(root, names, roots, local)
     views = []
     for name, node in list(names.views.values()):
         dims = ", ".join(names.dim(d) for d in node.dims)
@@ -298,16 +298,18 @@ def render_kernel(kernel: Kernel, roots: set, local: set) -> KernelCode:
                       list(names.scratch), stages, call)
 
 
-def library_call(root: Tensor, names: KernelNames) -> LibraryCall | None:
+def library_call(root: Tensor, names: KernelNames, roots: set,
+                 local: set) -> LibraryCall | None:
     """The op's ``call`` rule for an opaque kernel's node, when it has one that applies and
-    passes only arrays the kernel itself takes (stored ones, which the runtime has) and the
-    kernel needs no per-chunk partials."""
+    passes only arrays the runtime has (the kernel's own, or other stored nodes: a reshape
+    stored as a view of its input's memory) and the kernel needs no per-chunk partials."""
     rule = REGISTRY[root.op].call
     found = rule(root) if rule is not None else None
     if found is None:
         return None
     function, arrays, flags = found
-    if names.scratch or not {id(n) for n in arrays} <= set(names.arrays):
+    if names.scratch or not all(id(n) in names.arrays or (id(n) in roots and id(n) not in local)
+                                for n in arrays):
         return None
     return LibraryCall(function, tuple(arrays), tuple(flags))
 

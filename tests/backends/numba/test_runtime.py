@@ -85,19 +85,38 @@ def test_one_operand_twice_and_constants_of_any_layout_reach_the_package_functio
             np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
-def test_integer_batched_and_reshaped_products_keep_their_kernels(rng):
+def test_integer_and_batched_products_keep_their_kernels(rng):
     a = sg.placeholder((2, 3, 4), name="a")
     i = sg.placeholder((3, 4), np.int64, name="i")
     for inputs, out in [([a], a @ sg.swapaxes(a, -1, -2)),     # batched
-                        ([i], i @ i.T),                         # no BLAS for integers
-                        ([a], sg.reshape(a, (6, 4)) @ sg.reshape(a, (4, 6)))]:  # views made
-        f = sg.function(inputs, out)                            # inside the kernel
+                        ([i], i @ i.T)]:                        # no BLAS for integers
+        f = sg.function(inputs, out)
         (step,) = [s for s in f.program.steps if s.code.kernel.kind == "matmul"]
         assert step.code.call is None and step.kernel.py_func.__name__ == "kernel"
         args = [rng.integers(-5, 5, p.shape) if p.dtype.kind == "i" else
                 rng.standard_normal(p.shape) for p in inputs]
         want = sg.function(inputs, out, backend="numpy")(*args)
         np.testing.assert_allclose(f(*args), want, rtol=1e-12)
+
+
+def test_reshaped_operands_reach_the_package_function_as_views(rng):
+    # a convolution's flattened windows: the reshape is a view of its input's memory, no
+    # kernel and no copy, whether the input is an argument (a view made per call), a
+    # buffer of the workspace (made once) or read transposed
+    a = sg.placeholder((2, 3, 4), name="a")
+    b = sg.placeholder((None, 4), name="b")
+    hidden = sg.exp(a) * 2.0
+    for inputs, out in [([a], sg.reshape(a, (6, 4)) @ sg.reshape(a, (4, 6))),
+                        ([a], sg.reshape(hidden, (6, 4)) @ sg.reshape(a, (6, 4)).T),
+                        ([a, b], sg.tanh(b @ sg.reshape(hidden, (6, 4)).T))]:
+        f = sg.function(inputs, out)
+        (step,) = [s for s in f.program.steps if s.code.kernel.kind == "matmul"]
+        assert step.kernel is blas.matmul
+        assert any(n.op == "reshape" for n in step.code.call.arrays[:2])
+        args = [rng.standard_normal((2, 3, 4)), rng.standard_normal((5, 4))][:len(inputs)]
+        want = sg.function(inputs, out, backend="numpy")(*args)
+        for _ in range(3):      # the first call, then the steady path's
+            np.testing.assert_allclose(f(*args), want, rtol=1e-12)
 
 
 def test_steady_calls_take_the_package_functions_code_for_their_dtype(rng):
