@@ -26,9 +26,10 @@ import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, sigutils, types
-from numba.core.caching import FunctionCache
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
+
+from .cache import OwnCodeCache
 
 SMALL_GEMM_FLOPS = 4e6  # below this, one thread wins on a 2-core machine
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112   # CBLAS enums
@@ -74,30 +75,12 @@ def _register() -> str:
 PROVIDER = _register()
 
 
-class _OwnCodeCache(FunctionCache):
-    """Numba's disk cache of a function, handing over only machine code compiled for the
-    signature asked for. Each signature's code is a data file the index names; a process
-    saving a new one takes the first number the index it read leaves free, so two processes
-    saving different signatures at once (test workers, a float32 and a float64 job) can
-    leave one signature's key naming the other's file. Numba would then run that code on
-    arrays it was not compiled for: wrong numbers for another layout, no error (seen:
-    ``gemm`` of two Fortran-order float64 arrays loaded float32 code). Rejected, the
-    signature is compiled and saved again."""
-
-    def load_overload(self, sig, target_context):
-        found = super().load_overload(sig, target_context)
-        args, _ = sigutils.normalize_signature(sig)
-        if found is not None and tuple(found.signature.args) != tuple(args):
-            return None
-        return found
-
-
 def cached(**flags):
-    """``numba.njit(cache=True, **flags)`` with ``_OwnCodeCache`` as its disk cache: the
+    """``numba.njit(cache=True, **flags)`` with ``cache.OwnCodeCache`` as its disk cache: the
     functions here are compiled for several signatures, by any process using the package."""
     def wrap(py_func):
         dispatcher = numba.njit(cache=True, **flags)(py_func)
-        dispatcher._cache = _OwnCodeCache(py_func)
+        dispatcher._cache = OwnCodeCache(py_func)
         return dispatcher
     return wrap
 

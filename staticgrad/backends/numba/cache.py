@@ -9,6 +9,7 @@ the others, so loading costs the same with ten entries or a hundred thousand.
 
 from __future__ import annotations
 
+import ast
 import atexit
 import contextlib
 import functools
@@ -25,6 +26,8 @@ import warnings
 
 import numba
 import numpy as np
+from numba.core import sigutils
+from numba.core.caching import FunctionCache
 
 
 def cache_dir() -> str:
@@ -67,17 +70,29 @@ def load(source: str, prefix: str = "sgk"):
     return sys.modules.setdefault(name, module)
 
 
+class OwnCodeCache(FunctionCache):
+    """Numba's disk cache of a function, handing over only machine code compiled for the
+    signature asked for. Each signature's code is a data file the index names; a process
+    saving a new one takes the first number the index it read leaves free, so two processes
+    saving different signatures at once (test workers, a float32 and a float64 job) can
+    leave one signature's key naming the other's file. Numba would then run that code on
+    arrays it was not compiled for: wrong numbers for another layout, no error (seen:
+    ``gemm`` of two Fortran-order float64 arrays loaded float32 code). Rejected, the
+    signature is compiled and saved again."""
+
+    def load_overload(self, sig, target_context):
+        found = super().load_overload(sig, target_context)
+        args, _ = sigutils.normalize_signature(sig)
+        if found is not None and tuple(found.signature.args) != tuple(args):
+            return None
+        return found
+
+
 def own_code(dispatcher):
-    """``dispatcher`` (a generated module's ``kernel``) with a disk cache that loads only
-    machine code compiled for the signature asked for: one kernel text can serve float32 and
-    float64 arrays (``x * y``), and two processes saving one each at once can leave one's index
-    entry naming the other's code, which Numba would run on the wrong arrays (see
-    ``blas._OwnCodeCache``)."""
-    # the class lives in blas.py, whose text is part of every kernel's cache key: moving it
-    # would make every cached kernel compile again
-    from .blas import _OwnCodeCache
-    if not isinstance(dispatcher._cache, _OwnCodeCache):
-        dispatcher._cache = _OwnCodeCache(dispatcher.py_func)
+    """``dispatcher`` (a generated module's ``kernel``) with ``OwnCodeCache`` as its disk
+    cache: one kernel text can serve float32 and float64 arrays (``x * y``)."""
+    if not isinstance(dispatcher._cache, OwnCodeCache):
+        dispatcher._cache = OwnCodeCache(dispatcher.py_func)
     return dispatcher
 
 
@@ -177,10 +192,45 @@ def matches(path: str, source: str) -> bool:
 @functools.cache
 def mathlib_digest() -> str:
     """Generated modules call ``mathlib`` and ``blas``; Numba's cache does not notice when
-    they change, or when ``blas`` calls another library."""
+    they change, or when ``blas`` calls another library. Their code counts, not their
+    docstrings or comments: editing those leaves every cached kernel valid (see
+    ``code_digest``)."""
     from .blas import PROVIDER
-    digest = hashlib.sha256(PROVIDER.encode())
-    for name in ("mathlib.py", "mathbase.py", "blas.py"):
-        with open(os.path.join(os.path.dirname(__file__), name), "rb") as f:
-            digest.update(f.read())
-    return digest.hexdigest()[:12]
+    here = os.path.dirname(__file__)
+    paths = [os.path.join(here, name) for name in ("mathlib.py", "mathbase.py", "blas.py")]
+    return hashlib.sha256((PROVIDER + code_digest(paths)).encode()).hexdigest()[:12]
+
+
+def code_digest(paths: list) -> str:
+    """A hash of the Python code in ``paths``: their syntax trees without docstrings (which
+    leaves out comments and layout too). Parsing takes about 50 ms, too long for every
+    start, so the result is kept in the cache folder under a hash of the files' bytes.
+
+    >>> len(code_digest([__file__]))
+    24
+    """
+    texts = []
+    for path in paths:
+        with open(path, "rb") as f:
+            texts.append(f.read())
+    memo = os.path.join(cache_dir(), "digests",
+                        hashlib.sha256(b"\0".join(texts)).hexdigest()[:24])
+    with contextlib.suppress(OSError), open(memo) as f:
+        found = f.read()
+        if len(found) == 24:
+            return found
+    digest = hashlib.sha256()
+    for text in texts:
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body and \
+                    isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(ast.dump(tree).encode())
+    found = digest.hexdigest()[:24]
+    with contextlib.suppress(OSError):   # an unwritable folder: parsed again next time
+        os.makedirs(os.path.dirname(memo), exist_ok=True)
+        write_atomically(memo, found.encode())
+    return found

@@ -331,3 +331,38 @@ def test_a_kernel_never_runs_machine_code_cached_for_other_types(tmp_path):
     env = environment(tmp_path / "sg", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
     runs = runs_after_a_cache_race(TWO_SIGNATURES, env, "*.kernel-*.nbi")
     assert [r.stdout.strip() for r in runs] == ["True"] * 3, [r.stderr[-2000:] for r in runs]
+
+
+def test_the_library_digest_follows_code_not_docstrings_or_comments(tmp_path, monkeypatch):
+    # the digest is part of every kernel's cache key: a reworded docstring or comment in
+    # mathlib or blas must not make every cached kernel compile again, a changed line must
+    monkeypatch.setenv("STATICGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "lib.py"
+
+    def digest(text: str) -> str:
+        source.write_text(textwrap.dedent(text))
+        return cache.code_digest([str(source)])
+
+    first = digest('''
+        """A library."""
+        def f(x):
+            """Twice x."""
+            return 2 * x   # doubled
+        ''')
+    reworded = digest('''
+        """A library, reworded."""
+
+        def f(x):
+            """Two times x, documented at length."""
+            # a comment of its own
+            return 2 * x
+        ''')
+    changed = digest('''
+        """A library."""
+        def f(x):
+            """Twice x."""
+            return 3 * x   # doubled
+        ''')
+    assert first == reworded != changed
+    # remembered by the files' bytes: the second process does not parse again
+    assert len(list((tmp_path / "cache" / "digests").iterdir())) == 3
