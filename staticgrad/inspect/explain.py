@@ -50,6 +50,9 @@ class Report:
     bandwidth: float          # bytes/s
     gemm_peak: float          # flop/s
     kernels: list = field(default_factory=list)
+    # (threads in use?, fastest recent call on threads, on one thread) when the calls choose
+    # between them (``pool.Choice``), else None
+    choice: tuple | None = None
 
     @property
     def floor(self) -> float:
@@ -82,6 +85,12 @@ class Report:
         lines.append(f"  the kernels, timed one at a time: {fmt_time(inside)}; the rest of a call "
                      f"(argument checks, buffers, dispatch, updates): "
                      f"{fmt_time(max(self.seconds - inside, 0.0))}")
+        if self.choice is not None:
+            threads, on_threads, on_one = self.choice
+            measured = ", ".join(f"{way} {fmt_time(t)}" for way, t in
+                                 (("on threads", on_threads), ("on one", on_one)) if t)
+            lines.append(f"  calls run {'on threads' if threads else 'on one thread'}, the "
+                         f"faster way lately (fastest recent calls: {measured or 'none yet'})")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -108,8 +117,10 @@ def explain(function, args: tuple, repeat: int = 20) -> Report:
                                        if n.leaf == "parameter"}.values())
     kernels = kernel_rows(program, arrays, plan, max(3, repeat // 4), floor)
     gemm = sum(k.gemm for k in kernels)
+    choice = getattr(plan, "choice", None)
     return Report(function.backend, statistics.median(samples), repeat, ideal, gemm,
-                  floor["bandwidth"]["best"], floor["gemm"]["flops"], kernels)
+                  floor["bandwidth"]["best"], floor["gemm"]["flops"], kernels,
+                  None if choice is None else (choice.threads, *choice.fastest()))
 
 
 def kernel_rows(program, arrays, plan, repeat: int, floor: dict) -> list:

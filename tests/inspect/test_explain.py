@@ -51,19 +51,25 @@ def test_a_report_has_one_row_per_kernel_with_its_work(capsys):
 
 def test_each_row_says_how_many_threads_its_kernel_ran_on():
     # a loop of PARALLEL_MIN elements or more runs in pool.size() chunks, a small one on one
-    # thread; a product runs on the BLAS threads its size asks for
+    # thread; a product runs on the BLAS threads its size asks for; all on one while the
+    # calls measure one thread faster (pool.Choice: a loaded machine)
     from staticgrad.backends.numba import blas, pool, render
     x = sg.placeholder((None, 512), np.float32, name="x")
     w = sg.parameter(np.ones((512, 512), np.float32) / 512, name="w")
     f = sg.function([x], [sg.sum(sg.tanh(x @ w), axis=0)])
-    cores = pool.size()
     for rows in (4, 1024):
         report = f.explain(np.ones((rows, 512), np.float32), repeat=2, show=False)
+        cores = pool.size() if report.choice is None or report.choice[0] else 1
         (product,) = [k for k in report.kernels if k.kind == "matmul"]
         assert product.threads == blas.threads_for(product.gemm, cores)
         (loop,) = [k for k in report.kernels if k.kind == "loop"]
         assert loop.threads == (cores if rows * 512 >= render.PARALLEL_MIN else 1)
-        assert "threads" in str(report).splitlines()[1]
+        printed = str(report)
+        assert "threads" in printed.splitlines()[1]
+        # only a plan with something to run on threads chooses, and says which way it took
+        big = pool.size() > 1 and rows * 512 >= render.PARALLEL_MIN
+        assert (report.choice is not None) == big
+        assert ("calls run on" in printed.splitlines()[-1]) == big
 
 
 def test_elementwise_kernels_count_one_flop_per_node_element():

@@ -171,6 +171,11 @@ class Choice:
         self.wait = self.FIRST_WAIT
         self.trial_at = 0.0                     # when the other way is tried next
 
+    def fastest(self) -> tuple:
+        """``(on threads, on one)``: the fastest recent call's seconds each way (``None``
+        for a way not tried yet)."""
+        return tuple(min(self.times[way], default=None) for way in (True, False))
+
     def pick(self) -> tuple[bool, float]:
         """``(use threads?, start time)`` for a call about to run."""
         now = time.perf_counter()
