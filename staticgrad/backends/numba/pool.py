@@ -20,7 +20,6 @@ than one.
 
 from __future__ import annotations
 
-import itertools
 import os
 import queue
 import threading
@@ -39,33 +38,56 @@ def size() -> int:
 
 
 class Stage:
-    """One stage of a chunked kernel's call: chunks ``0 .. nc - 1``, each claimed by the
-    first thread to ask (the caller's or a worker's), and ``done`` given one ``None`` when
-    the last one has ended."""
+    """One stage of a chunked kernel's call: chunks ``0 .. nc - 1``, each claimed by the first
+    thread to ask. The caller ``lead``s, workers ``help``; only workers' chunks are counted
+    (``busy``): a worker is never interrupted, while the caller's thread may get a
+    KeyboardInterrupt anywhere, and must still wait for the chunks running on the call's
+    memory before it leaves."""
 
     def __init__(self, kernel, args: tuple, nc: int, stage: int):
-        self.call = (kernel, args)   # dropped once every chunk has ended (see ``chunks``)
+        self.call = (kernel, args)   # dropped once the stage is over (see ``lead``)
         self.nc, self.stage = nc, stage
-        self.claims = itertools.count()   # next() is atomic: no chunk is claimed twice
-        self.left = nc
-        self.lock = threading.Lock()
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.next = 0                # the first chunk nobody has claimed
+        self.busy = 0                # chunks running on workers
         self.errors: list = []
+        self.idle = threading.Condition(threading.Lock())
 
-    def run(self) -> None:
-        """Run chunks until none is left unclaimed."""
-        while (c := next(self.claims)) < self.nc:
-            kernel, args = self.call   # set: chunk c has not ended, so neither has the call
+    def claim(self, worker: bool) -> int | None:
+        with self.idle:
+            if self.next >= self.nc:
+                return None
+            self.next += 1
+            self.busy += worker
+            return self.next - 1
+
+    def help(self) -> None:
+        """A worker's part: chunks until none is left unclaimed."""
+        while (c := self.claim(True)) is not None:
+            kernel, args = self.call   # set: this chunk is counted busy, so the stage goes on
             try:
                 kernel(*args, self.nc, c, c + 1, self.stage)
             except BaseException as err:   # the caller raises it
                 self.errors.append(err)
             kernel = args = None
-            with self.lock:
-                self.left -= 1
-                last = self.left == 0
-            if last:
-                self.done.put(None)
+            with self.idle:
+                self.busy -= 1
+                self.idle.notify()
+
+    def lead(self) -> None:
+        """The caller's part: chunks until none is left, then wait for the workers' (after an
+        exception here too: no new chunk starts, the running ones end); their first error
+        is raised here."""
+        try:
+            kernel, args = self.call
+            while (c := self.claim(False)) is not None:
+                kernel(*args, self.nc, c, c + 1, self.stage)
+        finally:
+            with self.idle:
+                self.next = self.nc
+                self.idle.wait_for(lambda: not self.busy)
+            self.call = None   # a late worker may still hold the stage: not its arrays
+        if self.errors:
+            raise self.errors[0]
 
 
 class Workers:
@@ -81,7 +103,7 @@ class Workers:
 def work(jobs: queue.SimpleQueue) -> None:
     while True:
         job = jobs.get()
-        job.run()
+        job.help()
         # drop the job before waiting for the next: a reference kept until then would make
         # the caller's steady code take a dropped output for one still in use and allocate
         # a new one each call (8M floats: 2-3 ms of page faults)
@@ -137,11 +159,7 @@ def chunks(kernel, args: tuple, nc: int, stage: int, queues: list) -> None:
     job = Stage(kernel, args, nc, stage)
     for jobs in queues[:nc - 1]:
         jobs.put(job)
-    job.run()
-    job.done.get()
-    job.call = None   # a late worker may hold the job: it must not keep the arrays alive
-    if job.errors:
-        raise job.errors[0]
+    job.lead()
 
 
 class Choice:

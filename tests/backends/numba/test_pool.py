@@ -80,6 +80,17 @@ def test_an_error_on_a_worker_is_raised_after_every_chunk_has_stopped():
     assert len(log) == 3
 
 
+def test_an_error_in_the_callers_chunk_waits_for_the_workers_and_starts_no_more_chunks():
+    # the workers' chunks share the call's memory: the caller leaves once they have ended
+    kernel, log = recording(fail_at=(0, 0))
+    with pytest.raises(ValueError, match="chunk 0"):
+        pool.spread(kernel, ("t",), 8, (True,))
+    after = len(log)
+    time.sleep(0.05)
+    assert len(log) == after                          # nothing ran after the raise
+    assert len(log) < 8 if pool.size() > 1 else len(log) == 1
+
+
 def test_calls_from_several_threads_share_the_workers():
     results = []
 
