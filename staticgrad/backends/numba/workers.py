@@ -1,12 +1,19 @@
 """Cold starts on every core: the new kernels of a first call compiled in worker processes.
 
 Numba compiles one function at a time in a process (its compiler holds the GIL), so a first
-call with many distinct new kernels (a CNN step has 32) uses one core for seconds. Before such
+call with many distinct new kernels (a CNN step has 22) uses one core for seconds. Before such
 a call runs, its new kernels are compiled for the argument types the call will pass, a share
 in this process and the rest by worker processes, which save the machine code in the disk
 cache beside each module (``cache=True``); the call then loads it instead of compiling. A
 worker that fails or is slow changes nothing: the call compiles what the cache lacks itself, as
 it does without workers.
+
+On Linux a worker is a fork of this process: it has Numba imported and the kernels' modules
+loaded, so it starts compiling at once, where a fresh interpreter spends 2-3 s importing
+before its first kernel (so it got a smaller share, and a call with few kernels none). The
+fork happens under Numba's compiler lock, so no other thread of this process is inside the
+compiler at that moment, and the child keeps the lock: a thread restarted in the child (a
+tiered function's) cannot compile alongside it. Elsewhere workers are fresh interpreters.
 
 ``STATICGRAD_COMPILE_WORKERS`` sets how many processes (default: the number of cores; 0 or 1
 turns this off).
@@ -19,13 +26,16 @@ import glob
 import importlib.util
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
+import warnings
 
-MIN_JOBS = 3       # fewer new kernels compile faster here than workers start (about 1 s each)
+MIN_JOBS = 2       # one new kernel compiles here while workers would start
 TIMEOUT = 600.0    # seconds a worker may take for all its kernels
-STARTUP = 6000     # a worker's start (2-3 s: imports, Numba's own start) in module characters
+STARTUP = 6000     # a fresh worker's start (2-3 s: imports, Numba's start) in module characters
+FORK_STARTUP = 300   # a forked worker's (tens of milliseconds)
 
 
 def worker_count(jobs: int) -> int:
@@ -56,43 +66,90 @@ def compile_all(jobs: list, local: list = ()) -> int:
     count = worker_count(len(jobs))
     if not count:
         return 0
-    shares = deal(jobs, count)
+    forking = can_fork()
+    shares = deal(jobs, count, FORK_STARTUP if forking else STARTUP)
     if not any(shares[1:]):       # too little work to be worth a worker's start
         return 0
-    # fresh interpreters running this module (not multiprocessing, whose spawned children
-    # import the user's script again)
-    command = [sys.executable, "-c", "from staticgrad.backends.numba.workers import serve; "
-               "serve()"]
-    procs = []
-    with contextlib.suppress(Exception):
-        for share in filter(None, shares[1:]):
-            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            procs.append(proc)
-            proc.stdin.write(pickle.dumps([(fn.py_func.__code__.co_filename,
-                                            fn.py_func.__module__, types)
-                                           for fn, types in share]))
-            proc.stdin.close()
+    start = fork if forking else spawn
+    waits = []
+    for share in filter(None, shares[1:]):
+        with contextlib.suppress(Exception):
+            waits.append(start(share))
     for fn, types in [*local, *shares[0]]:   # this process's share, while the workers run
         with contextlib.suppress(Exception):
             fn.compile(types)
     deadline = time.monotonic() + TIMEOUT
-    for proc in procs:
+    for wait in waits:
         with contextlib.suppress(Exception):
+            wait(deadline)
+    return 1 + len(waits)
+
+
+def can_fork() -> bool:
+    """Whether workers are forks of this process: on Linux (macOS's system libraries are not
+    safe to use in a fork of a process with threads; Windows has no fork)."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+def fork(share: list):
+    """Fork a worker compiling ``share``; returns a function waiting for it until a deadline
+    (then killing it)."""
+    from numba.core.compiler_lock import global_compiler_lock
+    with global_compiler_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: forking with threads
+        pid = os.fork()
+        if pid == 0:   # the worker: compile, then leave without running the parent's exit code
+            try:
+                for fn, types in share:
+                    with contextlib.suppress(Exception):
+                        fn.compile(types)
+            finally:
+                os._exit(0)
+
+    def wait(deadline: float) -> None:
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.005)
+    return wait
+
+
+def spawn(share: list):
+    """Start a fresh interpreter compiling ``share`` (it imports each kernel's module from
+    its file; package functions cannot go there, see ``compile_all``); returns a function
+    waiting for it until a deadline (then killing it). Not multiprocessing, whose spawned
+    children import the user's script again."""
+    command = [sys.executable, "-c", "from staticgrad.backends.numba.workers import serve; "
+               "serve()"]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        proc.stdin.write(pickle.dumps([(fn.py_func.__code__.co_filename, fn.py_func.__module__,
+                                        types) for fn, types in share]))
+        proc.stdin.close()
+    except Exception:
+        proc.kill()
+        raise
+
+    def wait(deadline: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return 1 + len(procs)
+    return wait
 
 
-def deal(jobs: list, count: int) -> list:
+def deal(jobs: list, count: int, startup: int = STARTUP) -> list:
     """``count`` shares of the jobs, the longest kernels first, each to the share that would
-    finish first; share 0 is this process's (already started, so it takes more)."""
+    finish first; share 0 is this process's (already started, so it takes more: a worker
+    starts ``startup`` module characters' worth of compile time late)."""
     def cost(job) -> int:   # a module's length stands for its compile time
         return os.path.getsize(job[0].py_func.__code__.co_filename)
 
-    loads = [0] + [STARTUP] * (count - 1)
+    loads = [0] + [startup] * (count - 1)
     shares: list = [[] for _ in range(count)]
     for job in sorted(jobs, key=cost, reverse=True):
         k = loads.index(min(loads))

@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from staticgrad.backends.numba import workers
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -26,13 +28,18 @@ if sys.argv[1] == "refuse":          # no process can be started
     def refuse(*args, **kwargs):
         raise OSError("no processes here")
     subprocess.Popen = refuse
+    workers.os.fork = refuse
+if sys.argv[1] == "spawn":           # fresh interpreters, as where there is no fork
+    workers.can_fork = lambda: False
 x = sg.placeholder((None, 6), name="x")
 w = sg.parameter(np.linspace(-1, 1, 24).reshape(6, 4), name="w")
 v = sg.parameter(np.linspace(1, 2, 8).reshape(4, 2), name="v")
 loss = sg.sum(sg.exp(-(sg.tanh(x @ w) @ v) ** 2))
 outputs = [loss, *sg.grad(loss, [w, v])]
-f = sg.function([x], outputs)
+f = sg.function([x], outputs, tiered=sys.argv[1] == "tiered")
 a = np.random.default_rng(0).standard_normal((5, 6))
+f(a)
+assert f.wait_compiled(300)          # a tiered function compiles on its background thread
 ok = all(np.allclose(g, r, rtol=1e-12, atol=0) for g, r in
          zip(f(a), sg.function([x], outputs, backend="numpy")(a)))
 print(json.dumps({"ok": ok, **{k: f.stats.get(k) for k in ("workers", "compiled", "loaded")}}))
@@ -48,8 +55,11 @@ def cold_run(tmp_path: Path, how: str, count: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_workers_compile_a_share_that_the_call_loads(tmp_path):
-    stats = cold_run(tmp_path, "normal", "2")
+@pytest.mark.parametrize("how", ["normal", "spawn", "tiered"])
+def test_workers_compile_a_share_that_the_call_loads(tmp_path, how):
+    # normal: forks of this process on Linux, fresh interpreters elsewhere; tiered: forked
+    # from the background thread, whose job the child must not run again
+    stats = cold_run(tmp_path, how, "2")
     assert stats["ok"] and stats["workers"] == 2
     assert stats["loaded"] >= 1 and stats["compiled"] >= 1   # the worker's, and this process's
 
