@@ -55,8 +55,9 @@ def row_cells(row: dict) -> list[str]:
         return [cell(row["label"]), "—", row["status"], "—", "—", "—",
                 cell(row.get("reason", ""))]
     t = row["timing"]
-    notes = ", ".join(f"{v} {k}" for k, v in row.get("info", {}).items()
-                      if k in ("nodes", "kernels") and v)
+    info = row.get("info", {})
+    notes = ", ".join([f"{v} {k}" for k, v in info.items() if k in ("nodes", "kernels") and v]
+                      + ([f"calls on {info['threads']}"] if info.get("threads") else []))
     return [cell(row["label"]), fmt_time(row["compile_s"]) + startup_text(row.get("startup")),
             fmt_time(t["median_s"]), f"{fmt_time(t['min_s'])} – {fmt_time(t['max_s'])}",
             fmt_ratio(row.get("ratio_numpy")), fmt_ratio(row.get("ratio_floor")), notes]

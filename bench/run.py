@@ -140,6 +140,8 @@ def bench_one(system: System, workload: Workload, data: dict, reference: list,
         row["timing"] = timing.measure(runner.call, settings, number).to_dict()
     except Exception as err:
         return dict(row, status="failed", reason="while timing: " + reason(err))
+    if runner.after is not None:
+        row["info"] = dict(row["info"], **runner.after())
     if system.module == "staticgrad_graph" and (settings.startup_all or workload.name == "W3"):
         row["startup"] = startup.cold_and_warm(workload.name, system.options["backend"], quick)
     return dict(row, status="ok")

@@ -287,3 +287,23 @@ def test_examples_bench_times_the_same_model_in_every_system():
         times = examples.measure(case, steps=2, rounds=1)
         assert set(times) == set(case) - {"name"} and "staticgrad" in times
         assert all(median > 0 and best > 0 for median, best in times.values())
+
+
+def test_staticgrad_rows_say_whether_the_timed_calls_ran_on_threads():
+    # a function with work enough for threads reports the way its calls took (measured)
+    from bench import report
+    from bench.systems import staticgrad_graph
+    from staticgrad.backends.numba import pool
+    x = sg.placeholder((None,), name="x")
+    f = sg.function([x], sg.sum(sg.tanh(x) * 2.0))
+    small = staticgrad_graph.threads_used(f)
+    for _ in range(3):
+        f(np.ones(1 << 19))
+    info = staticgrad_graph.threads_used(f)
+    if pool.size() > 1:
+        assert small == {} and info["threads"] in (f"{pool.size()} threads", "one thread")
+        row = {"status": "ok", "label": "staticgrad", "compile_s": 1.0, "info": info,
+               "timing": {"median_s": 1e-3, "min_s": 1e-3, "max_s": 2e-3}}
+        assert report.row_cells(row)[-1] == f"calls on {info['threads']}"
+    else:
+        assert info == {}

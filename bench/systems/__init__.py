@@ -19,6 +19,8 @@ class Runner:
     call: Callable[[], object]          # one call; returns only when its results are ready
     check: Callable[[], list]           # one call; its outputs as NumPy arrays, workload order
     info: dict = field(default_factory=dict)  # anything worth recording (node/kernel counts)
+    # what only the timed calls tell (staticgrad: whether they ran on threads), added to info
+    after: Callable[[], dict] | None = None
 
 
 @dataclass(frozen=True)

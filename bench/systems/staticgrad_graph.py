@@ -35,8 +35,20 @@ def describe(f) -> dict:
     return info
 
 
+def threads_used(f) -> dict:
+    """How the timed calls ran (``stats["threads"]``: on threads or one, whichever measured
+    faster) and on how many threads, for a function with work enough for threads."""
+    ways = set(getattr(f, "stats", {}).get("threads", {}).values())
+    if not ways:
+        return {}
+    from staticgrad.backends.numba import pool
+    return {"threads": " / ".join(f"{pool.size()} threads" if way == "threads" else way
+                                  for way in sorted(ways, reverse=True))}
+
+
 def outputs_runner(f, args: list) -> Runner:
-    return Runner(lambda: f(*args), lambda: [np.asarray(o) for o in f(*args)], describe(f))
+    return Runner(lambda: f(*args), lambda: [np.asarray(o) for o in f(*args)], describe(f),
+                  after=lambda: threads_used(f))
 
 
 def w1(d: dict, backend: str) -> Runner:
@@ -57,7 +69,7 @@ def w1(d: dict, backend: str) -> Runner:
         loss_value = step(*args)
         return [np.asarray(loss_value), before[0] - w1.value, before[1] - w2.value]
 
-    return Runner(lambda: step(*args), check, describe(step))
+    return Runner(lambda: step(*args), check, describe(step), after=lambda: threads_used(step))
 
 
 def w2(d: dict, backend: str) -> Runner:

@@ -70,6 +70,10 @@ def test_each_row_says_how_many_threads_its_kernel_ran_on():
         big = pool.size() > 1 and rows * 512 >= render.PARALLEL_MIN
         assert (report.choice is not None) == big
         assert ("calls run on" in printed.splitlines()[-1]) == big
+    # the function's stats say it too, by the call sizes that have threads to choose
+    if pool.size() > 1:
+        assert f.stats["threads"].keys() == {"x.0=1024"}
+        assert f.stats["threads"]["x.0=1024"] in ("threads", "one thread")
 
 
 def test_elementwise_kernels_count_one_flop_per_node_element():

@@ -174,20 +174,32 @@ class Choice:
     ``FIRST_WAIT`` seconds, then after twice as long each time it loses (at most
     ``LAST_WAIT``), which bounds what trying costs (under 1% of W5's calls' time).
 
-    >>> choice = Choice()
+    ``record[key]`` says which way the calls take (``"threads"`` or ``"one thread"``): a
+    function's ``stats["threads"]``, by the sizes of each shape it was called with.
+
+    >>> stats = {}
+    >>> choice = Choice(stats, "n=64")
     >>> threads, start = choice.pick()   # the first call tries one thread
     >>> threads
     False
     >>> choice.took(threads, start)
+    >>> stats
+    {'n=64': 'threads'}
     """
 
     FIRST_WAIT, LAST_WAIT, KEEP = 0.1, 1.0, 3
 
-    def __init__(self):
+    def __init__(self, record: dict | None = None, key: str = ""):
         self.threads = True                     # the way calls take
         self.times: dict = {True: [], False: []}
         self.wait = self.FIRST_WAIT
         self.trial_at = 0.0                     # when the other way is tried next
+        self.record, self.key = record, key
+        self.note()
+
+    def note(self) -> None:
+        if self.record is not None:
+            self.record[self.key] = "threads" if self.threads else "one thread"
 
     def fastest(self) -> tuple:
         """``(on threads, on one)``: the fastest recent call's seconds each way (``None``
@@ -211,6 +223,7 @@ class Choice:
         current = self.times[self.threads]
         if current and mine[-1] < min(current):
             self.threads, self.wait = threads, self.FIRST_WAIT
+            self.note()
         elif current:
             self.wait = min(2 * self.wait, self.LAST_WAIT)
         self.trial_at = now + self.wait

@@ -69,7 +69,9 @@ class Program:
     texts), and after the first call ``compiled`` / ``loaded`` (distinct generated kernels
     Numba compiled, or loaded from the disk cache), ``library`` (the same for the ``blas``
     functions of library calls, per argument types: compiled once for every graph, so not
-    kernels of this one) and ``cache`` ("hit" when nothing was compiled, else "miss").
+    kernels of this one) and ``cache`` ("hit" when nothing was compiled, else "miss"); and
+    ``threads``, for the call sizes with work enough for threads, whether their calls run on
+    threads or on one (``pool.Choice``: the faster, measured).
     """
 
     def __init__(self, placeholders: Sequence[Tensor], graph: Graph, stats: dict):
@@ -213,8 +215,9 @@ class Program:
             plan.space_views = [self.view_of(a, plan) for a in self.space_views]
             plan.pool = []          # idle workspaces of this plan
             # threads on this plan's calls only if they beat one thread (see pool.Choice)
-            plan.choice = pool.Choice() if plan.spread or \
-                any(count > 1 for count in plan.blas.values()) else None
+            sizes = ", ".join(sorted(f"{name}={size}" for name, size in env.items()))
+            plan.choice = pool.Choice(self.stats.setdefault("threads", {}), sizes) \
+                if plan.spread or any(count > 1 for count in plan.blas.values()) else None
             plan.prepared = True    # last: other threads read the fields above once it is set
 
     def view_of(self, alias: tuple, plan) -> tuple:
