@@ -44,10 +44,12 @@ class Background:
         with self.lock:
             self.jobs.append((job, done))
             if self.thread is None:
-                self.thread = threading.Thread(target=self.work, name="staticgrad-compile",
-                                               daemon=True)
-                self.thread.start()
+                self.start()
         return done
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.work, name="staticgrad-compile", daemon=True)
+        self.thread.start()
 
     def work(self) -> None:
         while True:
@@ -68,9 +70,7 @@ class Background:
         self.lock = threading.Lock()
         self.thread = None
         if self.jobs:
-            self.thread = threading.Thread(target=self.work, name="staticgrad-compile",
-                                           daemon=True)
-            self.thread.start()
+            self.start()
 
     def drain(self) -> None:
         """Wait for every job submitted so far (at exit: the disk cache gets filled)."""

@@ -249,7 +249,7 @@ class Program:
         """How many threads each kernel runs on for ``plan``: a loop's chunk count (1 below
         ``PARALLEL_MIN``), a matrix product's BLAS threads, 1 for any other kernel; 1 for
         all of them while the plan's calls run on one thread (``pool.Choice``)."""
-        if plan.choice is not None and not plan.choice.threads:
+        if not on_threads(plan):
             return [1] * len(self.steps)
         products = self.blas_wanted(plan.env)
         return [ints[-len(CHUNKS)] if step.code.chunked else products.get(r, 1)
@@ -347,7 +347,7 @@ class Program:
             fresh = self.compile_new(plan, slots)
             plan.called = True   # after plan.types: a call finding it set may make the steady code
         before = None
-        threads = plan.choice is None or plan.choice.threads
+        threads = on_threads(plan)
         try:
             for r, (step, (fn, args, ints, bounds)) in enumerate(zip(self.steps, plan.rows)):
                 if r in plan.blas:
@@ -447,6 +447,12 @@ class Program:
             self.run(arrays, plan, spent)
         return {k.name: statistics.median(spent[k.name]) if spent.get(k.name) else 0.0
                 for k in self.kernels}
+
+
+def on_threads(plan) -> bool:
+    """Whether ``plan``'s calls use threads now: always, unless its ``pool.Choice`` measured
+    one thread faster."""
+    return plan.choice is None or plan.choice.threads
 
 
 def arg_types(row: tuple, slots: list) -> tuple:
