@@ -65,6 +65,34 @@ def test_a_second_process_loads_compiled_code_from_the_cache(tmp_path):
     assert len(modules) == int(distinct)
 
 
+LOAD_THEN_COMPILE = """
+    import numpy as np, staticgrad as sg
+    from numba.core.base import BaseContext
+    refreshes = []
+    plain = BaseContext.refresh
+    BaseContext.refresh = lambda self: refreshes.append(1) or plain(self)
+    x = sg.placeholder((None,), np.float32, name="x")
+    y = sg.sum(sg.sin(x) * 3.0)
+    f = sg.function([x], [y, sg.grad(y, x)])
+    v = f(np.arange(5, dtype=np.float32))
+    print(f.stats["cache"], len(refreshes))
+    g = sg.function([x], [sg.cumsum(sg.exp(x) - 2.0, axis=0)])   # not cached: compiled
+    right = np.allclose(g(np.arange(5, dtype=np.float32))[0],
+                        np.cumsum(np.exp(np.arange(5, dtype=np.float32)) - 2))
+    print(g.stats["cache"], right, float(v[0]))
+"""
+
+
+def test_loading_cached_code_skips_numbas_context_refresh_and_compiling_still_works(tmp_path):
+    # the refresh (every typing and lowering registry) was a third of a warm start
+    run_script(SCRIPT, tmp_path)
+    loaded, compiled = run_script(LOAD_THEN_COMPILE, tmp_path).splitlines()
+    assert loaded == "hit 0"
+    cache_state, right, value = compiled.split()
+    assert cache_state == "miss" and right == "True"
+    assert float(value) == pytest.approx(3 * np.sin(np.arange(5)).sum())
+
+
 def test_cache_dir_is_configurable(tmp_path, monkeypatch):
     monkeypatch.setenv("STATICGRAD_CACHE_DIR", str(tmp_path))
     assert cache.cache_dir() == str(tmp_path)

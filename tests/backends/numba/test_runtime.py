@@ -192,7 +192,7 @@ START = ("import sys, numpy as np, staticgrad as sg\n"
          "print(f(np.ones((4, 3))), 'scipy.linalg' in sys.modules)\n")
 
 
-def test_numba_starts_without_importing_scipy_and_leaves_its_blas_check_working():
+def test_numba_starts_without_importing_scipy_and_leaves_its_blas_check_working(tmp_path):
     # the test extra installs SciPy (scikit-learn needs it): Numba's start would import it
     pytest.importorskip("scipy")
     env = {k: v for k, v in os.environ.items() if k != "STATICGRAD_SCIPY_AT_START"}
@@ -206,8 +206,10 @@ def test_numba_starts_without_importing_scipy_and_leaves_its_blas_check_working(
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300, check=True)
     assert out.stdout.split() == ["24.0", "False", "True", "False", "30.0", "True"]
-    # and the user can have Numba start as it would without staticgrad
+    # and the user can have Numba start as it would without staticgrad (when it compiles:
+    # code loaded from the cache starts none of Numba's registries)
     env["STATICGRAD_SCIPY_AT_START"] = "1"
+    env["STATICGRAD_CACHE_DIR"] = str(tmp_path)
     out = subprocess.run([sys.executable, "-c", START], env=env, capture_output=True,
                          text=True, timeout=300, check=True)
     assert out.stdout.split() == ["24.0", "True"]
