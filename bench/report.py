@@ -92,7 +92,8 @@ def markdown(result: dict, level: int = 2) -> str:
              f"Hardware floor, measured in this run (best of before and after the workloads): "
              f"memory bandwidth "
              f"{bw['best'] / 1e9:.3g} GB/s (best of {', '.join(bw_parts)}); float32 GEMM "
-             f"{hw['gemm']['flops'] / 1e9:.3g} GFLOP/s (np.dot, n={hw['gemm']['n']}).", "",
+             f"{hw['gemm']['flops'] / 1e9:.3g} GFLOP/s (np.dot, n={hw['gemm']['n']})."
+             + cores_sentence(hw.get("cores", [])), "",
              "Threads and versions: " + "; ".join(
                  f"{name}: " + ", ".join(f"{k} {v}" for k, v in info.items() if v not in ("", []))
                  for name, info in result["systems"].items() if isinstance(info, dict)), "",
@@ -107,6 +108,17 @@ def markdown(result: dict, level: int = 2) -> str:
     if result.get("chart_note"):
         lines += [f"Note: {result['chart_note']}", ""]
     return "\n".join(lines)
+
+
+def cores_sentence(cores: list) -> str:
+    """How much the threads gained in this run, before and after the workloads."""
+    speedups = [c["speedup"] for c in cores if "speedup" in c]
+    if not speedups:
+        return ""
+    gains = " and ".join(f"{x:.2f}x" for x in speedups)
+    return (f" Threads: {cores[0]['threads']} threads did arithmetic {gains} as fast as one "
+            f"(before{' and after' if len(speedups) > 1 else ''} the workloads; "
+            f"{cores[0]['threads']}x when each has a core to itself).")
 
 
 def chart(result: dict, path: Path) -> str | None:

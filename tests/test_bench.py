@@ -218,6 +218,11 @@ def test_quick_run(tmp_path):
                 assert row["status"] != "wrong", row
                 assert (row["status"] == "missing") == (not installed), row
     assert result["hardware"]["bandwidth"]["best"] > 0 and result["hardware"]["gemm"]["flops"] > 0
+    # how much the threads gained, before and after the workloads, in the record and the text
+    before, after = result["hardware"]["cores"]
+    assert before["threads"] == after["threads"] >= 1
+    assert before["speedup"] > 0 and after["speedup"] > 0
+    assert f"{after['speedup']:.2f}x as fast as one" in stdout
     for w in result["workloads"]:
         assert w["floor"]["seconds"] > 0
         assert f"### {w['name']}" in stdout

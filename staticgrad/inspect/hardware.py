@@ -29,7 +29,7 @@ def numba_triad():
 
     from ..backends.numba import pool
 
-    @numba.njit(nogil=True)
+    @numba.njit(nogil=True, cache=True)   # explain's first call in a process: no compile
     def chunks(a, b, c, s, nc, c0, c1, stage):
         # unsigned bounds, as the kernels have: with signed ones Numba's negative-index
         # select stops LLVM from loading consecutive vectors
@@ -76,14 +76,58 @@ def gemm(quick: bool = False) -> dict:
     return {"n": n, "flops": 2 * n ** 3 / seconds}
 
 
+@functools.cache
+def numba_spin():
+    """A loop of arithmetic alone (no memory traffic), split in chunks as the kernels are."""
+    import numba
+
+    from ..backends.numba import pool
+
+    @numba.njit(nogil=True, cache=True)   # explain's first call in a process: no compile
+    def chunks(out, steps, nc, c0, c1, stage):
+        for c in range(c0, c1):
+            x = 1.0 + c
+            for _ in range(steps):
+                x = x * 0.999999 + 1e-6
+            out[c] = x
+
+    def spin(out, steps, threads):
+        pool.spread(chunks, (out, steps), len(out), (False,), threads)
+
+    return spin
+
+
+def cores(quick: bool = False) -> dict:
+    """How much faster the pool's threads do arithmetic than one thread: the same chunks
+    (one per thread) on one thread and on all of them. ``"speedup"`` is ``"threads"`` on an
+    idle machine with a core per thread; less when the cores are shared (a busy neighbour,
+    or two vCPUs of one physical core), which is when threaded loops gain less."""
+    from ..backends.numba import pool
+
+    threads = pool.size()
+    out = np.zeros(threads)
+    steps = 4_000_000   # 5-10 ms a chunk: long beside a sleeping worker's wake-up
+    try:
+        spin = numba_spin()
+        spin(out, 1, True)  # compile
+        one = best_of(lambda: spin(out, steps, False), 3 if quick else 5)
+        every = best_of(lambda: spin(out, steps, True), 3 if quick else 5)
+    except Exception as err:  # a broken Numba install must not hide the other figures
+        return {"threads": threads, "error": f"{type(err).__name__}: {err}"}
+    return {"threads": threads, "speedup": one / every}
+
+
 def measure(quick: bool = False) -> dict:
-    """``{"bandwidth": {..., "best": bytes/s}, "gemm": {..., "flops": flop/s}}``.
+    """``{"bandwidth": {..., "best": bytes/s}, "gemm": {..., "flops": flop/s},
+    "cores": {"threads": n, "speedup": x}}``.
 
     >>> floor = measure(quick=True)
     >>> floor["bandwidth"]["best"] > 1e8 and floor["gemm"]["flops"] > 1e8
     True
+    >>> 0 < floor["cores"]["speedup"] <= 1.5 * floor["cores"]["threads"]
+    True
     """
-    return {"bandwidth": bandwidth(quick), "gemm": gemm(quick)}
+    return {"bandwidth": bandwidth(quick), "gemm": gemm(quick), "cores": cores(quick)}
 
 
 @functools.cache
