@@ -317,6 +317,8 @@ def _dispatch(k32, k64):
             _map(k32 if is32 else k64, a.reshape(-1), out.reshape(-1))
             return out if out.ndim else out[()]
 
+        generic.kernels = {types.float32: k32, types.float64: k64}   # by argument type
+
         @overload(generic)
         def typed(x):
             if x == types.float32:

@@ -5,6 +5,7 @@ compiles it again)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from staticgrad.backends.numba import workers
@@ -81,3 +83,43 @@ def test_how_many_workers(monkeypatch):
     assert workers.worker_count(9) == 0
     monkeypatch.delenv("STATICGRAD_COMPILE_WORKERS")
     assert workers.worker_count(9) == min(9, os.cpu_count() or 1) or (os.cpu_count() or 1) < 2
+
+
+KERNEL = """
+import numba, numpy as np
+from staticgrad.backends.numba import mathlib
+
+@numba.njit
+def kernel(x0, x1, part0, n0):
+    for i in range(n0):
+        x0[i] = mathlib.{name}(x1[i])
+        part0[0] += x0[i]
+"""
+
+
+def kernel_job(tmp_path: Path, name: str, dtype) -> tuple:
+    """A generated-looking kernel calling ``mathlib.<name>`` and its argument types (the
+    graph's arrays of ``dtype``, float64 partials)."""
+    from numba import typeof
+    path = tmp_path / f"kernel_{name}_{np.dtype(dtype).name}.py"
+    path.write_text(KERNEL.format(name=name))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    a = np.zeros(3, dtype)
+    return module.kernel, tuple(typeof(v) for v in (a, a, np.zeros(1), 3))
+
+
+def test_each_math_kernel_two_shares_call_is_compiled_first_by_one_of_them(tmp_path):
+    from numba import types
+
+    from staticgrad.backends.numba import mathlib
+    exp32, log32 = (kernel_job(tmp_path, name, np.float32) for name in ("exp", "log"))
+    exp64 = kernel_job(tmp_path, "exp", np.float64)
+    # the values' type, not the float64 partials'
+    assert workers.math_calls(exp32) == {(mathlib.exp32, (types.float32,))}
+    assert workers.math_calls(exp64) == {(mathlib.exp64, (types.float64,))}
+    shares = [[exp32], [exp32, log32], [exp64]]
+    firsts = workers.math_first(shares)
+    assert firsts == [[(mathlib.exp32, (types.float32,))], [(mathlib.log32, (types.float32,))],
+                      [(mathlib.exp64, (types.float64,))]]
