@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 
 import numpy as np
 import pytest
@@ -208,6 +209,10 @@ def test_a_forked_child_compiles_what_its_parent_left_waiting():
             try:
                 release.set()
                 code = 0 if f.wait_compiled(300) and f.stats["reference calls"] == 1 else 2
+            except BaseException:   # shown in the report (the exit code alone says nothing)
+                traceback.print_exc()
+                sys.stderr.flush()
+                raise
             finally:
                 os._exit(code)
     _, status = os.waitpid(pid, 0)
