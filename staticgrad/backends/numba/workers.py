@@ -111,11 +111,10 @@ def math_calls(job: tuple) -> set:
     calls = set()
     for name in names:
         kernels = getattr(getattr(mathlib, name, None), "kernels", {})
-        for dtype in floats:
-            kernel = kernels.get(dtype, kernels.get(nbt.float64))
-            if kernel is not None:
-                single = nbt.float32 if dtype == nbt.float32 else nbt.float64
-                calls.add((kernel, (single,)))
+        for dtype in floats:   # the generic name computes any other float in float64
+            single = nbt.float32 if dtype == nbt.float32 else nbt.float64
+            if single in kernels:
+                calls.add((kernels[single], (single,)))
     return calls
 
 
